@@ -1,0 +1,167 @@
+"""Command line: ``lred scan MODEL.onnx --data CLEAN``.
+
+Exit status (like grep/diff): 0 no backdoor detected, 1 backdoor detected, 2 could not scan
+(bad model, bad data, unfaithful conversion, usage error, internal error): never 0 on failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import DEVICES, LAYOUTS, ScanConfig
+from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, LredError
+
+DEFAULTS = ScanConfig()
+
+
+def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=name)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that the file is either complete or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _save_patterns(directory: Path, patterns: dict) -> None:
+    import io
+
+    import numpy as np
+    directory.mkdir(parents=True, exist_ok=True)
+    for target, pattern in sorted(patterns.items()):
+        buffer = io.BytesIO()
+        np.save(buffer, pattern, allow_pickle=False)
+        _atomic_write(directory / f"pattern_class_{target}.npy", buffer.getvalue())
+
+
+class _Progress:
+    """Progress lines on stderr; estimation updates at most every two seconds."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.last = 0.0
+
+    def __call__(self, stage: str, message: str) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if stage == "estimate" and message.startswith("iteration") and now - self.last < 2.0:
+            return
+        self.last = now
+        click.echo(f"lred [{stage}] {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lred")
+def main() -> None:
+    """lred: detect imperceptible backdoors in ONNX image classifiers (L-RED).
+
+    Exit status: 0 no backdoor detected, 1 backdoor detected, 2 could not scan.
+    """
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
+              help="Clean images: a folder of class sub-folders 0/, 1/, ... of PNG/JPEG, or an .npz with x and y.")
+@click.option("--images-per-class", "-n", default=DEFAULTS.images_per_class, show_default=True, type=int,
+              help="N clean images per class (correctly classified ones only).")
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed for choosing the images.")
+@click.option("--pi", default=DEFAULTS.pi, show_default=True, type=float,
+              help="Target misclassification fraction pi.")
+@click.option("--delta", default=DEFAULTS.delta, show_default=True, type=float,
+              help="Step length of the normalized pattern update (pixel units, [0,1] range).")
+@click.option("--max-iterations", default=DEFAULTS.max_iterations, show_default=True, type=int,
+              help="Iteration bound tau_max per target class.")
+@click.option("--alpha", default=DEFAULTS.alpha, show_default=True, type=float,
+              help="Detection threshold on the p-value (the paper's phi).")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
+              help="Pixel layout of the model input.")
+@click.option("--mean", default=None, help="Per-channel mean subtracted after the pattern, e.g. 0.485,0.456,0.406.")
+@click.option("--std", default=None, help="Per-channel std divided after the pattern.")
+@click.option("--input-scale", default=DEFAULTS.input_scale, show_default=True, type=float,
+              help="Multiply [0,1] pixels by this before normalization (255 for models taking 0-255).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Torch device for pattern estimation (auto: CUDA when available).")
+@click.option("--output", "output_name", default=None, help="Name of the class-score output (default: automatic).")
+@click.option("--batch-images", default=DEFAULTS.batch_images, show_default=True, type=int,
+              help="Images per forward/backward chunk; lower it to bound memory.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the machine-readable report here (also written, with verdict 'error', on failure).")
+@click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+def scan(model: Path, data: Path, images_per_class: int, seed: int, pi: float, delta: float,
+         max_iterations: int, alpha: float, layout: str, mean: str | None, std: str | None,
+         input_scale: float, device: str, output_name: str | None, batch_images: int,
+         json_path: Path | None, save_patterns: Path | None, quiet: bool, debug: bool) -> None:
+    """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
+    from .pipeline import scan as run_scan
+    from .reporters import render_json, render_text
+
+    mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
+    try:
+        config = ScanConfig(images_per_class=images_per_class, seed=seed, pi=pi, delta=delta,
+                            max_iterations=max_iterations, alpha=alpha, layout=layout,
+                            mean=mean_values, std=std_values, input_scale=input_scale, device=device,
+                            output_name=output_name, batch_images=batch_images)
+        outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
+        if save_patterns is not None:
+            _save_patterns(save_patterns, outcome.patterns)
+        if json_path is not None:
+            _atomic_write(json_path, render_json(outcome.report).encode())
+    except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
+        _fail(exc, json_path, debug)
+        return
+    click.echo(render_text(outcome.report), nl=False)
+    sys.exit(EXIT_BACKDOOR if outcome.report.backdoor_found else EXIT_CLEAN)
+
+
+def _fail(exc: BaseException, json_path: Path | None, debug: bool) -> None:
+    if isinstance(exc, LredError):
+        message = str(exc)
+    elif isinstance(exc, KeyboardInterrupt):
+        message = "interrupted"
+    elif isinstance(exc, OSError):
+        message = f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc)
+    else:
+        message = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    click.echo(f"lred: error: {message}", err=True)
+    click.echo("lred: the model was NOT scanned; this is not a clean verdict", err=True)
+    if json_path is not None:
+        error = {"schema_version": 1, "verdict": "error", "error": message,
+                 "error_type": type(exc).__name__, "exit_code": EXIT_ERROR}
+        try:
+            _atomic_write(json_path, (json.dumps(error, indent=2) + "\n").encode())
+        except OSError:
+            pass
+    sys.exit(EXIT_ERROR)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

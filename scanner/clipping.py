@@ -1,0 +1,33 @@
+"""The clipping [x + v]_c of eq. (1), with c = [0, 1], and the gradient used to ascend through it.
+
+torch.clamp passes no gradient at the bounds themselves. Clean images are full of pixels that
+are exactly 0 or 1 (a black background, saturated highlights), and v starts at 0, so with
+torch.clamp the pattern could never grow on those pixels: exactly where the single-pixel
+backdoor of App. A.7 lives. ``clip_pixels`` passes the gradient at a bound whenever a step of
+gradient ascent would move the pixel back inside [0, 1], i.e. the one-sided derivative in the
+ascent direction: at 0 when the gradient is positive, at 1 when it is negative. Strictly
+outside the bounds the clipped value does not change with v, so the gradient there is 0.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class _ClipForAscent(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(values)
+        return values.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (values,) = ctx.saved_tensors
+        inside = (values > 0.0) & (values < 1.0)
+        can_rise = (values == 0.0) & (grad > 0)
+        can_fall = (values == 1.0) & (grad < 0)
+        return grad * (inside | can_rise | can_fall).to(grad.dtype)
+
+
+def clip_pixels(values: torch.Tensor) -> torch.Tensor:
+    """[values]_c: clamp to [0, 1]; gradient as documented above (for gradient ascent)."""
+    return _ClipForAscent.apply(values)

@@ -1,0 +1,60 @@
+"""Scan parameters as one typed, frozen value (defaults from the paper, Sec. 4.3)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+LAYOUTS = ("auto", "nchw", "nhwc", "flat")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Every parameter of a scan.
+
+    pi, delta and alpha are the paper's pi (target misclassification fraction),
+    delta (normalized step size of eq. (5)) and phi (detection threshold), Sec. 4.3.
+    Pixel values live in [0, 1] (App. A.4); ``delta`` is an l2 length in that space.
+    """
+
+    images_per_class: int = 8          # N, Sec. 4.3
+    seed: int = 0                      # picks the N clean images per class
+    pi: float = 0.9                    # Sec. 4.3
+    delta: float = 1e-3                # step length, see README "Step size"
+    max_iterations: int = 20000        # tau_max of Algorithm 1
+    alpha: float = 0.05                # phi of Sec. 3.2
+    layout: str = "auto"               # how the model lays out pixels
+    mean: tuple[float, ...] | None = None   # normalization after the pattern, model units
+    std: tuple[float, ...] | None = None
+    input_scale: float = 1.0           # model input = pixel * input_scale (255 for 0-255 models)
+    device: str = "auto"               # torch device for pattern estimation
+    output_name: str | None = None     # class-score output; None: pick automatically
+    batch_images: int = 2048           # images per forward/backward chunk (memory bound)
+    parity_rtol: float = 1e-3          # conversion check: tolerance relative to max |score|
+    parity_atol: float = 1e-4
+    verify_extra_iterations: int = 200 # steps allowed after onnxruntime disagrees with torch
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.images_per_class >= 1, "images_per_class must be >= 1"),
+            (0.0 < self.pi < 1.0, "pi must lie in (0, 1)"),
+            (self.delta > 0.0, "delta must be > 0"),
+            (self.max_iterations >= 1, "max_iterations must be >= 1"),
+            (0.0 < self.alpha < 1.0, "alpha must lie in (0, 1)"),
+            (self.layout in LAYOUTS, f"layout must be one of {', '.join(LAYOUTS)}"),
+            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
+            (self.input_scale > 0.0, "input_scale must be > 0"),
+            (self.batch_images >= 1, "batch_images must be >= 1"),
+            (self.std is None or all(s > 0 for s in self.std), "every std must be > 0"),
+            (self.verify_extra_iterations >= 0, "verify_extra_iterations must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid scan parameter: {message}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}

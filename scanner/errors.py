@@ -1,0 +1,56 @@
+"""Everything that can stop a scan, as one small tree.
+
+::
+
+    LredError                      exit status 2: the model was not scanned
+    ├── ModelError                 the ONNX file cannot be read, checked or understood
+    │   └── UnsupportedModelError  valid ONNX, but outside what the scanner handles
+    ├── ConversionError            onnx2torch cannot turn the graph into a torch module
+    │   ├── UnsupportedOperatorError   an op (type, opset, node) has no converter
+    │   └── ConversionMismatchError    the torch module disagrees with onnxruntime
+    ├── DataError                  the clean images are missing, malformed or unusable
+    └── ConfigError                a scan parameter is out of range or inconsistent
+
+Every message is one line: what was expected, what was found, what to do.
+The CLI prints it and exits with status 2; ``--debug`` shows the traceback.
+Status 2 means "not verified clean", never "clean".
+"""
+from __future__ import annotations
+
+EXIT_CLEAN = 0
+EXIT_BACKDOOR = 1
+EXIT_ERROR = 2
+
+
+class LredError(Exception):
+    """Base of every error that means the model could not be scanned."""
+
+    exit_code = EXIT_ERROR
+
+
+class ModelError(LredError):
+    """The ONNX file cannot be read, checked or understood."""
+
+
+class UnsupportedModelError(ModelError):
+    """The ONNX file is valid but outside what the scanner handles."""
+
+
+class ConversionError(LredError):
+    """onnx2torch cannot turn the graph into a differentiable torch module."""
+
+
+class UnsupportedOperatorError(ConversionError):
+    """An operator has no torch converter; the message names op type, opset and node."""
+
+
+class ConversionMismatchError(ConversionError):
+    """The converted torch module disagrees with onnxruntime on the clean images."""
+
+
+class DataError(LredError):
+    """The clean image set is missing, malformed or unusable for this model."""
+
+
+class ConfigError(LredError):
+    """A scan parameter is out of range or inconsistent with the model."""

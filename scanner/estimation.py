@@ -1,0 +1,116 @@
+"""What every pattern-estimation method shares: the differentiable classifier, the batch of
+(putative target, clean image) pairs, chunking for bounded memory, and the result type.
+
+A method (``lred.py``) only decides how the pattern v and the source weights w move.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .preprocess import InputTransform
+
+STATUS_CONVERGED = "converged"            # reached Q_t >= pi (and onnxruntime agreed)
+STATUS_MAX_ITERATIONS = "max_iterations"  # tau_max reached first: ||v_t|| is only a lower bound
+STATUS_ZERO_GRADIENT = "zero_gradient"    # grad J_t vanished or was not finite: no direction to step
+STATUS_UNVERIFIED = "unverified"          # torch said Q_t >= pi, onnxruntime kept disagreeing
+
+# confirm(targets, patterns (k, *pixel_shape), weights (k, K)) -> accepted (k,) bool
+Confirm = Callable[[Sequence[int], np.ndarray, np.ndarray], np.ndarray]
+# progress(iteration, finished targets, all targets)
+Progress = Callable[[int, int, int], None]
+
+
+@dataclass(frozen=True, eq=False)
+class PatternEstimate:
+    """Outcome of pattern estimation for one putative target class t.
+
+    ``pattern`` is v_t in pixel space, model layout; ``misclassification`` is q_st(v_t) for
+    every class s (entry t is 0); ``source_weights`` is w at the stopping check (w_t = 0);
+    ``fraction`` is Q_t(v_t, w) as the torch module computed it.
+    """
+
+    target_class: int
+    pattern: np.ndarray
+    iterations: int
+    misclassification: np.ndarray
+    source_weights: np.ndarray
+    fraction: float
+    status: str
+    check_rejections: int = 0
+
+    @property
+    def pattern_norm(self) -> float:
+        return float(np.linalg.norm(self.pattern.ravel().astype(np.float64)))
+
+
+def select_device(requested: str) -> torch.device:
+    """'auto' picks CUDA when torch sees a GPU, the CPU otherwise."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(requested)
+
+
+class DifferentiableClassifier:
+    """log p(c | clip(x + v)) through the converted torch module, in pixel space."""
+
+    def __init__(self, module: torch.nn.Module, transform: InputTransform, score_kind: str,
+                 device: torch.device):
+        self.module = module.to(device).eval()
+        self.device = device
+        self.score_kind = score_kind
+        self._scale = torch.as_tensor(transform.scale, device=device)
+        self._offset = torch.as_tensor(transform.offset, device=device)
+
+    def scores(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw class scores (n, K) for already-clipped pixel tensors (n, *pixel_shape)."""
+        out = self.module(pixels * self._scale + self._offset)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out
+
+    def log_posterior(self, scores: torch.Tensor) -> torch.Tensor:
+        """log p(c | x) from the scores: log-softmax of logits, or log of probabilities."""
+        if self.score_kind == "probabilities":
+            return torch.log(scores.clamp_min(torch.finfo(scores.dtype).tiny))
+        return torch.log_softmax(scores, dim=1)
+
+
+class PairBatch:
+    """Rows (putative target t, clean image x) for x of every class s != t, grouped by target.
+
+    Targets are packed into chunks of at most ``batch_images`` rows; a target with more rows
+    than that is split over several chunks (its fractions then need a separate forward pass).
+    """
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, batch_images: int):
+        self.labels = labels
+        self.num_classes = num_classes
+        self.batch_images = batch_images
+        self.others = [torch.nonzero(labels != t).flatten() for t in range(num_classes)]
+
+    def chunks(self, targets: Sequence[int]) -> list[list[tuple[int, torch.Tensor]]]:
+        """Groups of (target, image indices); every group fits in one forward pass."""
+        groups: list[list[tuple[int, torch.Tensor]]] = []
+        current: list[tuple[int, torch.Tensor]] = []
+        rows = 0
+        for t in targets:
+            idx = self.others[t]
+            if idx.numel() > self.batch_images:
+                for start in range(0, idx.numel(), self.batch_images):
+                    groups.append([(t, idx[start:start + self.batch_images])])
+                continue
+            if current and rows + idx.numel() > self.batch_images:
+                groups.append(current)
+                current, rows = [], 0
+            current.append((t, idx))
+            rows += idx.numel()
+        if current:
+            groups.append(current)
+        return groups

@@ -1,0 +1,165 @@
+"""Step 1: load an untrusted ONNX classifier and find its image input and class-score output."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, external_data_helper
+
+from .errors import ModelError, UnsupportedModelError
+
+FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64",
+               TensorProto.FLOAT16: "float16"}
+MAX_MODEL_BYTES = 4 * 1024**3
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """An ONNX classifier that passed the checker, with its interface read off the graph.
+
+    ``input_shape`` and ``output_shape`` hold ``None`` for symbolic dimensions.
+    ``score_producer`` is the op type that produces the class scores (e.g. "Gemm", "Softmax").
+    """
+
+    path: str
+    sha256: str
+    proto: onnx.ModelProto
+    opset: int
+    producer: str
+    input_name: str
+    input_shape: tuple[int | None, ...]
+    input_dtype: str
+    output_name: str
+    output_shape: tuple[int | None, ...]
+    score_producer: str
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.output_shape[1]
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> tuple[int | None, ...]:
+    shape = value_info.type.tensor_type.shape
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                 for d in shape.dim)
+
+
+def _read_proto(path: Path) -> tuple[onnx.ModelProto, str]:
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelError(f"model file is empty: {path}")
+    if size > MAX_MODEL_BYTES:
+        raise ModelError(f"model file is {size} bytes, more than the {MAX_MODEL_BYTES} this scanner reads")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf raises several types on garbage
+        raise ModelError(f"{path} is not an ONNX model (protobuf parse failed: {type(exc).__name__})") from exc
+    if not proto.graph.node:
+        raise ModelError(f"{path} holds no graph nodes; is it an ONNX model?")
+    _load_external_data_safely(proto, path)
+    return proto, digest
+
+
+def _load_external_data_safely(proto: onnx.ModelProto, path: Path) -> None:
+    """Load external tensor data only from files inside the model's own folder.
+
+    onnx itself has had path-traversal bugs here (CVE-2022-25882, CVE-2024-27318).
+    """
+    tensors = [t for t in external_data_helper._get_all_tensors(proto)
+               if external_data_helper.uses_external_data(t)]
+    if not tensors:
+        return
+    base = path.parent.resolve()
+    for tensor in tensors:
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if os.path.isabs(location) or base not in target.parents or not target.is_file():
+            raise ModelError(f"tensor {tensor.name!r} points to external data {location!r} "
+                             f"outside the model's folder or missing; refusing to read it")
+    try:
+        external_data_helper.load_external_data_for_model(proto, str(base))
+    except Exception as exc:
+        raise ModelError(f"cannot read external tensor data of {path}: {exc}") from exc
+
+
+def load_model(path: str | os.PathLike, output_name: str | None = None) -> LoadedModel:
+    """Read, check and interpret an ONNX image classifier.
+
+    The image input is the single graph input that is not an initializer; the class-score
+    output is the float output of shape (N, K), or ``output_name`` when given.
+    """
+    path = Path(path)
+    proto, digest = _read_proto(path)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise ModelError(f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}") from exc
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception as exc:
+        raise ModelError(f"shape inference failed on {path}: {str(exc).splitlines()[0]}") from exc
+
+    graph = proto.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise UnsupportedModelError(f"expected one image input, found {len(inputs)} ({names})")
+    image = inputs[0]
+    elem = image.type.tensor_type.elem_type
+    if elem not in FLOAT_TYPES:
+        raise UnsupportedModelError(
+            f"input {image.name!r} has element type {TensorProto.DataType.Name(elem)}; "
+            "the scanner needs a float image input to differentiate through")
+    input_shape = _dims(image)
+    if len(input_shape) not in (2, 3, 4):
+        raise UnsupportedModelError(f"input {image.name!r} has rank {len(input_shape)}; "
+                                    "expected an image batch of rank 2 (flat), 3 or 4")
+
+    output = _pick_output(graph, output_name)
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return LoadedModel(
+        path=str(path), sha256=digest, proto=proto, opset=opset,
+        producer=" ".join(x for x in (proto.producer_name, proto.producer_version) if x) or "unknown",
+        input_name=image.name, input_shape=input_shape, input_dtype=FLOAT_TYPES[elem],
+        output_name=output.name, output_shape=_dims(output),
+        score_producer=producers.get(output.name, "unknown"))
+
+
+def _pick_output(graph: onnx.GraphProto, output_name: str | None) -> onnx.ValueInfoProto:
+    outputs = list(graph.output)
+    if output_name is not None:
+        match = [o for o in outputs if o.name == output_name]
+        if not match:
+            raise UnsupportedModelError(f"no output named {output_name!r}; outputs are "
+                                        + ", ".join(repr(o.name) for o in outputs))
+        chosen = match[0]
+        if not _is_score_output(chosen):
+            raise UnsupportedModelError(f"output {output_name!r} is not a float tensor of shape (N, K)")
+        return chosen
+    candidates = [o for o in outputs if _is_score_output(o)]
+    if len(candidates) == 1:
+        return candidates[0]
+    names = ", ".join(repr(o.name) for o in (candidates or outputs))
+    if not candidates:
+        raise UnsupportedModelError(f"no float (N, K) class-score output among {names}; "
+                                    "pass --output NAME if the shapes are not declared")
+    raise UnsupportedModelError(f"several outputs look like class scores ({names}); choose one with --output NAME")
+
+
+def _is_score_output(value_info: onnx.ValueInfoProto) -> bool:
+    if not value_info.type.HasField("tensor_type"):
+        return False
+    if value_info.type.tensor_type.elem_type not in FLOAT_TYPES:
+        return False
+    dims = _dims(value_info)
+    return len(dims) == 2 and (dims[1] is None or dims[1] >= 2)

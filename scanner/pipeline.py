@@ -1,0 +1,220 @@
+"""The scan, step by step: model -> clean data -> conversion gate -> estimation -> verification -> test."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+import converters
+
+from . import detection, lred
+from .config import ScanConfig
+from .data import load_clean_images, select_images
+from .errors import ConversionMismatchError, ModelError
+from .estimation import (STATUS_CONVERGED, DifferentiableClassifier, PatternEstimate,
+                         select_device)
+from .model import LoadedModel, load_model
+from .preprocess import InputTransform, resolve_transform
+from .report import (VERDICT_BACKDOOR, VERDICT_CLEAN, ClassReport, DataSummary, ModelSummary,
+                     ParitySummary, ScanReport)
+from .runtime import ReferenceClassifier
+from .verify import ReferenceCheck
+
+# on_progress(stage, message); stages: load, data, convert, estimate, verify, test
+ProgressCallback = Callable[[str, str], None]
+
+PARITY_IMAGES = 512
+
+
+@dataclass(frozen=True, eq=False)
+class ScanOutcome:
+    """The report and the estimated patterns v_t, as (H, W, C) float32 arrays in pixel units."""
+
+    report: ScanReport
+    patterns: dict[int, np.ndarray]
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("lred", "torch", "onnx", "onnx2torch", "numpy", "scipy"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    import onnxruntime
+    found["onnxruntime"] = onnxruntime.__version__
+    return found
+
+
+def detect_score_kind(model: LoadedModel, scores: np.ndarray) -> str:
+    """'probabilities' when the output is a softmax (by its op, or by rows in [0,1] summing to 1)."""
+    if model.score_producer == "Softmax":
+        return "probabilities"
+    if model.score_producer == "LogSoftmax":
+        return "logits"  # log-softmax of log-probabilities is the identity
+    if scores.size and scores.min() >= 0.0 and scores.max() <= 1.0 and \
+            np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
+        return "probabilities"
+    return "logits"
+
+
+def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
+         config: ScanConfig = ScanConfig(), on_progress: ProgressCallback | None = None) -> ScanOutcome:
+    """Scan one ONNX classifier for an imperceptible backdoor with L-RED."""
+    say = on_progress or (lambda stage, message: None)
+    timing: dict[str, float] = {}
+    started = clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timing[f"{step}_seconds"] = round(now - clock, 4)
+        clock = now
+
+    say("load", f"reading {model_path}")
+    model = load_model(model_path, config.output_name)
+    device = select_device(config.device)
+    reference = ReferenceClassifier(model, use_cuda=device.type == "cuda", chunk_images=config.batch_images)
+    lap("load_model")
+
+    channels = _channels_hint(model)
+    clean = load_clean_images(data_path, channels)
+    transform = resolve_transform(model, config, clean.image_shape)
+    pixels = transform.to_pixels(clean.pixels)
+    say("data", f"classifying {pixels.shape[0]} clean images with onnxruntime")
+    reference_scores = reference.scores(transform.normalize(pixels))
+    num_classes = int(reference_scores.shape[1])
+    if model.num_classes is not None and model.num_classes != num_classes:
+        raise ModelError(f"output {model.output_name!r} declares {model.num_classes} classes but "
+                         f"returns {num_classes}")
+    if num_classes < 3:
+        raise ModelError(f"the model has {num_classes} classes; the test of Sec. 3.2 needs at least 3")
+    score_kind = detect_score_kind(model, reference_scores)
+    predictions = reference_scores.argmax(axis=1)
+    selection = select_images(clean.labels, predictions, num_classes, config.images_per_class, config.seed)
+    x = pixels[selection.indices]
+    y = clean.labels[selection.indices]
+    lap("load_data")
+
+    say("convert", "converting the ONNX graph to torch (onnx2torch)")
+    converted = converters.to_torch(model.proto, model.input_name, model.output_name)
+    classifier = DifferentiableClassifier(converted.module, transform, score_kind, device)
+    parity = _parity_gate(classifier, pixels, reference_scores, config)
+    lap("convert")
+
+    check = ReferenceCheck(reference, transform, x, y, num_classes, config.pi)
+    say("estimate", f"estimating {num_classes} patterns on {x.shape[0]} images ({device})")
+
+    def progress(iteration: int, finished: int, total: int) -> None:
+        say("estimate", f"iteration {iteration}: {finished}/{total} target classes done")
+
+    torch.manual_seed(config.seed)
+    estimates = lred.estimate_patterns(
+        classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
+        pi=config.pi, delta=config.delta, max_iterations=config.max_iterations,
+        batch_images=config.batch_images, confirm=check.confirm,
+        max_rejected_iterations=config.verify_extra_iterations, progress=progress)
+    lap("estimate")
+
+    say("verify", "re-computing misclassification fractions with onnxruntime")
+    verified = [check.fractions(e.target_class, e.pattern, e.source_weights) for e in estimates]
+    lap("verify")
+
+    say("test", "order-statistic test")
+    norms = np.array([e.pattern_norm for e in estimates])
+    result = detection.detect(norms, config.alpha)
+    detected = result.detected
+    target_estimate = estimates[result.inferred_target]
+    sources = (tuple(detection.infer_source_classes(target_estimate.source_weights, config.pi))
+               if detected else ())
+    lap("test")
+    timing["total_seconds"] = round(time.perf_counter() - started, 4)
+
+    classes = tuple(
+        ClassReport(target_class=e.target_class, pattern_norm=float(n), statistic=float(r),
+                    iterations=e.iterations, status=e.status, torch_fraction=round(e.fraction, 6),
+                    verified_fraction=round(v.fraction, 6),
+                    source_weights=tuple(float(w) for w in e.source_weights),
+                    misclassification=tuple(float(q) for q in v.misclassification),
+                    check_rejections=e.check_rejections)
+        for e, v, n, r in zip(estimates, verified, norms, result.statistics))
+    report = ScanReport(
+        verdict=VERDICT_BACKDOOR if detected else VERDICT_CLEAN, method="lred",
+        p_value=result.p_value, log10_p_value=result.log10_p_value, alpha=config.alpha,
+        target_class=result.inferred_target if detected else None, source_classes=sources,
+        most_suspicious_class=result.inferred_target,
+        null_gamma_shape=result.gamma_shape, null_gamma_scale=result.gamma_scale,
+        classes=classes,
+        model=ModelSummary(model.path, model.sha256, model.opset, model.producer, model.input_name,
+                           model.input_shape, model.output_name, num_classes, score_kind,
+                           transform.layout, converted.passes),
+        parity=ParitySummary(parity.max_abs_difference, parity.tolerance, parity.argmax_agreement,
+                             parity.images),
+        data=DataSummary(clean.source, int(pixels.shape[0]), selection.per_class,
+                         selection.correct_available,
+                         tuple(clean.names[i] for i in selection.indices)),
+        device=str(device), onnxruntime_providers=reference.info.providers,
+        config=config.as_dict(), timing=timing, versions=versions(),
+        warnings=_warnings(estimates, verified, selection.per_class, config))
+    patterns = {e.target_class: transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
+    return ScanOutcome(report, patterns)
+
+
+def _channels_hint(model: LoadedModel) -> int | None:
+    dims = model.input_shape[1:]
+    if len(dims) == 3:
+        for d in (dims[0], dims[2]):
+            if d in (1, 3):
+                return d
+    if len(dims) == 2:
+        return 1
+    return None
+
+
+def _parity_gate(classifier: DifferentiableClassifier, pixels: np.ndarray,
+                 reference_scores: np.ndarray, config: ScanConfig) -> converters.Parity:
+    """Refuse a conversion that disagrees with onnxruntime, or that blocks input gradients."""
+    n = min(PARITY_IMAGES, pixels.shape[0])
+    inputs = torch.as_tensor(pixels[:n], device=classifier.device).requires_grad_(True)
+    try:
+        scores = classifier.scores(inputs)
+        torch_scores = scores.detach().cpu().double().numpy()
+    except Exception as exc:
+        raise ConversionMismatchError(f"the converted torch module fails to run: {type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    parity = converters.compare_scores(torch_scores, reference_scores[:n], config.parity_rtol,
+                                       config.parity_atol)
+    if not parity.ok:
+        raise ConversionMismatchError(
+            f"the converted torch module disagrees with onnxruntime on {n} clean images: max |difference| "
+            f"{parity.max_abs_difference:.3g} (tolerance {parity.tolerance:.3g}), argmax agreement "
+            f"{parity.argmax_agreement:.3f}; refusing to scan on an unfaithful conversion")
+    log_p = classifier.log_posterior(scores)
+    (gradient,) = torch.autograd.grad(log_p[:, 0].sum(), inputs)
+    if not torch.isfinite(gradient).all() or float(gradient.abs().max()) == 0.0:
+        raise ConversionMismatchError("the converted module gives no usable input gradient "
+                                      "(zero or not finite); pattern estimation cannot run on it")
+    return parity
+
+
+def _warnings(estimates: list[PatternEstimate], verified, per_class: tuple[int, ...],
+              config: ScanConfig) -> tuple[str, ...]:
+    notes = []
+    short = [c for c, n in enumerate(per_class) if n < config.images_per_class]
+    if short:
+        notes.append(f"fewer than {config.images_per_class} correctly classified clean images for "
+                     f"class(es) {', '.join(map(str, short))}")
+    for e, v in zip(estimates, verified):
+        if e.status != STATUS_CONVERGED:
+            notes.append(f"class {e.target_class}: estimation stopped with status {e.status} after "
+                         f"{e.iterations} iterations (Q_t {e.fraction:.3f} < pi); ||v_t|| is not a "
+                         "converged minimum")
+        elif v.fraction < config.pi:
+            notes.append(f"class {e.target_class}: onnxruntime measures Q_t {v.fraction:.3f} < pi "
+                         f"{config.pi} for the final pattern")
+    return tuple(notes)

@@ -1,0 +1,86 @@
+"""The scan's result: frozen values, rendered by the pure functions in ``reporters``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+VERDICT_BACKDOOR = "backdoor"
+VERDICT_CLEAN = "clean"
+
+
+@dataclass(frozen=True)
+class ClassReport:
+    """Pattern estimation and verification for one putative target class t."""
+
+    target_class: int
+    pattern_norm: float                    # ||v_t||_2 in pixel space [0, 1]
+    statistic: float                       # r_t = 1 / ||v_t||_2
+    iterations: int
+    status: str                            # converged | max_iterations | zero_gradient | unverified
+    torch_fraction: float                  # Q_t(v_t, w) on the converted torch module
+    verified_fraction: float               # Q_t(v_t, w) on the original graph (onnxruntime)
+    source_weights: tuple[float, ...]      # w at the stop (w_t = 0)
+    misclassification: tuple[float, ...]   # q_st(v_t) from onnxruntime, one per class s
+    check_rejections: int                  # times onnxruntime refused a crossing of pi
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    path: str
+    sha256: str
+    opset: int
+    producer: str
+    input_name: str
+    input_shape: tuple[int | None, ...]
+    output_name: str
+    num_classes: int
+    score_kind: str                        # logits | probabilities
+    layout: str
+    conversion_passes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ParitySummary:
+    max_abs_difference: float
+    tolerance: float
+    argmax_agreement: float
+    images: int
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    source: str
+    images_loaded: int
+    images_per_class: tuple[int, ...]      # used, per class
+    correct_available: tuple[int, ...]     # correctly classified, per class
+    selected: tuple[str, ...]              # file names / archive indices of the images used
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """Everything a reader or a program needs to check and defend the verdict."""
+
+    verdict: str
+    method: str
+    p_value: float
+    log10_p_value: float
+    alpha: float
+    target_class: int | None               # None when clean
+    source_classes: tuple[int, ...]        # empty when clean
+    most_suspicious_class: int             # argmax_t r_t, reported even when clean
+    null_gamma_shape: float
+    null_gamma_scale: float
+    classes: tuple[ClassReport, ...]
+    model: ModelSummary
+    parity: ParitySummary
+    data: DataSummary
+    device: str
+    onnxruntime_providers: tuple[str, ...]
+    config: dict[str, Any]
+    timing: dict[str, float]
+    versions: dict[str, str]
+    warnings: tuple[str, ...]
+
+    @property
+    def backdoor_found(self) -> bool:
+        return self.verdict == VERDICT_BACKDOOR

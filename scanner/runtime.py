@@ -1,0 +1,68 @@
+"""onnxruntime on the original, unconverted graph: the reference every verdict is checked against."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import ModelError
+from .model import LoadedModel
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What onnxruntime actually ran on (``session.get_providers()``, not what it claims to offer)."""
+
+    providers: tuple[str, ...]
+    fixed_batch: int | None
+
+
+class ReferenceClassifier:
+    """Class scores of the original ONNX graph, evaluated in chunks with onnxruntime.
+
+    A graph whose batch dimension is fixed (typically 1) is evaluated that many images at a time.
+    """
+
+    def __init__(self, model: LoadedModel, use_cuda: bool = False, chunk_images: int = 1024):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if use_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self._session = ort.InferenceSession(model.proto.SerializeToString(), options,
+                                                 providers=providers)
+        except Exception as exc:
+            raise ModelError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from exc
+        self._input = model.input_name
+        self._output = model.output_name
+        self._dtype = np.dtype(model.input_dtype)
+        fixed = model.input_shape[0]
+        self._chunk = fixed if fixed is not None else chunk_images
+        self.info = RuntimeInfo(providers=tuple(self._session.get_providers()), fixed_batch=fixed)
+
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        """Scores (n, K) as float64 for model inputs ``inputs`` (n, *input shape)."""
+        out = []
+        n = inputs.shape[0]
+        for start in range(0, n, self._chunk):
+            batch = inputs[start:start + self._chunk].astype(self._dtype, copy=False)
+            pad = 0
+            if self.info.fixed_batch is not None and batch.shape[0] < self._chunk:
+                pad = self._chunk - batch.shape[0]
+                batch = np.concatenate([batch, np.repeat(batch[-1:], pad, axis=0)])
+            try:
+                result = self._session.run([self._output], {self._input: batch})[0]
+            except Exception as exc:
+                raise ModelError(f"onnxruntime failed to run the model: {str(exc).splitlines()[0]}") from exc
+            result = np.asarray(result, dtype=np.float64)
+            if result.ndim != 2 or result.shape[0] != batch.shape[0]:
+                raise ModelError(f"output {self._output!r} has shape {result.shape} for a batch of "
+                                 f"{batch.shape[0]}; expected (batch, classes)")
+            out.append(result[:result.shape[0] - pad])
+        return np.concatenate(out) if out else np.zeros((0, 0))
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Predicted class (argmax of the scores) for each input."""
+        return self.scores(inputs).argmax(axis=1)
