@@ -1,0 +1,40 @@
+"""Shared fixtures: hand-built synthetic classifiers (fast) and the committed sample models."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import synthetic  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_models"
+
+# Tiny models: more threads than this only add overhead, and CI has 2 cores.
+torch.set_num_threads(1)
+
+# Fast but real settings for the synthetic scans: 6 classes, 4 images each, delta 1e-2.
+FAST_OPTIONS = ["--images-per-class", "4", "--delta", "0.01", "--quiet"]
+
+
+@pytest.fixture
+def backdoored_case(tmp_path):
+    """(model.onnx, clean.npz) of a linear classifier with a planted single-pixel backdoor to class 2."""
+    return synthetic.write_case(tmp_path, backdoor_target=2)
+
+
+@pytest.fixture
+def clean_case(tmp_path):
+    """(model.onnx, clean.npz) of the same linear classifier without a backdoor."""
+    return synthetic.write_case(tmp_path, backdoor_target=None)
+
+
+@pytest.fixture(scope="session")
+def sample_models() -> Path:
+    if not (SAMPLES / "fmnist_cnn_backdoored.onnx").is_file():
+        pytest.skip("sample models are not built (python sample_models/build_samples.py)")
+    return SAMPLES

@@ -1,0 +1,132 @@
+"""The command line: verdicts, exit status, reports, and failing closed."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+import synthetic
+from conftest import FAST_OPTIONS
+from scanner.cli import main
+
+REQUIRED_FIELDS = {"verdict", "p_value", "log10_p_value", "alpha", "target_class", "source_classes",
+                   "classes", "model", "config", "timing", "versions"}
+CLASS_FIELDS = {"pattern_norm", "statistic", "iterations", "torch_fraction", "verified_fraction",
+                "source_weights"}
+
+
+def _scan(*args):
+    return CliRunner().invoke(main, ["scan", *map(str, args)], catch_exceptions=False)
+
+
+def test_backdoored_model_is_detected_with_exit_1_and_full_json(backdoored_case, tmp_path):
+    model, data = backdoored_case
+    report_path, patterns = tmp_path / "out" / "report.json", tmp_path / "patterns"
+    result = _scan(model, "--data", data, *FAST_OPTIONS, "--json", report_path, "--save-patterns", patterns)
+    assert result.exit_code == 1, result.output
+    assert "BACKDOOR DETECTED  target class 2" in result.output
+    report = json.loads(report_path.read_text())
+    assert REQUIRED_FIELDS <= report.keys()
+    assert report["verdict"] == "backdoor" and report["target_class"] == 2
+    assert report["p_value"] < 0.05 and report["log10_p_value"] < np.log10(0.05)
+    assert len(report["classes"]) == 6 and all(CLASS_FIELDS <= c.keys() for c in report["classes"])
+    assert all(c["verified_fraction"] >= 0.9 for c in report["classes"])
+    assert report["source_classes"] and 2 not in report["source_classes"]
+    assert {"path", "sha256", "opset", "producer"} <= report["model"].keys()
+    assert report["config"]["images_per_class"] == 4 and report["config"]["seed"] == 0
+    assert {"lred", "torch", "onnx", "onnxruntime", "onnx2torch"} <= report["versions"].keys()
+    assert report["timing"]["total_seconds"] > 0
+    pattern = np.load(patterns / "pattern_class_2.npy")
+    assert pattern.shape == (8, 8, 1)
+    assert np.linalg.norm(pattern) == pytest.approx(report["classes"][2]["pattern_norm"], rel=1e-5)
+    assert pattern[-1, -1, 0] == pattern.max()   # the planted pixel carries the estimated pattern
+
+
+def test_clean_model_is_not_detected_with_exit_0(clean_case, tmp_path):
+    model, data = clean_case
+    report_path = tmp_path / "r.json"
+    result = _scan(model, "--data", data, *FAST_OPTIONS, "--json", report_path)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("no backdoor detected")
+    report = json.loads(report_path.read_text())
+    assert report["verdict"] == "clean" and report["target_class"] is None and report["source_classes"] == []
+    assert report["p_value"] >= 0.05
+
+
+def test_garbage_model_file_exits_2_with_one_line_error_and_error_json(tmp_path, backdoored_case):
+    _, data = backdoored_case
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not protobuf at all \x00\xff")
+    report_path = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["scan", str(bad), "--data", str(data), "--quiet", "--json", str(report_path)])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "lred: error:" in result.output and "NOT scanned" in result.output
+    assert json.loads(report_path.read_text())["verdict"] == "error"
+
+
+def test_missing_model_exits_2(tmp_path, backdoored_case):
+    _, data = backdoored_case
+    result = CliRunner().invoke(main, ["scan", str(tmp_path / "none.onnx"), "--data", str(data), "-q"])
+    assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_image_size_mismatch_exits_2_and_names_both_sizes(backdoored_case, tmp_path):
+    model, _ = backdoored_case
+    data = tmp_path / "small.npz"
+    np.savez(data, x=np.zeros((6, 5, 5), np.uint8), y=np.arange(6))
+    result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "-q"])
+    assert result.exit_code == 2
+    assert "5x5" in result.output and "never resized" in result.output
+
+
+def test_usage_error_exits_2(backdoored_case):
+    model, _ = backdoored_case
+    result = CliRunner().invoke(main, ["scan", str(model)])
+    assert result.exit_code == 2
+
+
+def test_invalid_parameter_exits_2(backdoored_case):
+    model, data = backdoored_case
+    result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "--pi", "1.5", "-q"])
+    assert result.exit_code == 2 and "pi must lie in (0, 1)" in result.output
+
+
+def test_model_with_two_inputs_is_refused(tmp_path, backdoored_case):
+    _, data = backdoored_case
+    model = synthetic.linear_classifier(6)
+    model.graph.input.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, ["N", 3]))
+    path = tmp_path / "two.onnx"
+    onnx.save(model, path)
+    result = CliRunner().invoke(main, ["scan", str(path), "--data", str(data), "-q"])
+    assert result.exit_code == 2 and "expected one image input" in result.output
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, backdoored_case):
+    _, data = backdoored_case
+    model = synthetic.linear_classifier(6)
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")
+    del weight.float_data[:]
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    entry = weight.external_data.add()
+    entry.key, entry.value = "location", "../../etc/passwd"
+    path = tmp_path / "m" / "evil.onnx"
+    path.parent.mkdir()
+    path.write_bytes(model.SerializeToString())
+    result = CliRunner().invoke(main, ["scan", str(path), "--data", str(data), "-q"])
+    assert result.exit_code == 2 and "outside the model's folder" in result.output
+
+
+def test_probability_output_and_nhwc_layout_are_handled(tmp_path):
+    model = synthetic.linear_classifier(6, backdoor_target=2, softmax=True, layout="nhwc")
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    x, y = synthetic.clean_images(6, 4)
+    np.savez(tmp_path / "c.npz", x=x, y=y)
+    report_path = tmp_path / "r.json"
+    result = _scan(path, "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
+    report = json.loads(report_path.read_text())
+    assert report["model"]["score_kind"] == "probabilities" and report["model"]["layout"] == "nhwc"
+    assert result.exit_code == 1 and report["target_class"] == 2
