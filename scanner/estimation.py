@@ -41,6 +41,7 @@ class PatternEstimate:
     fraction: float
     status: str
     check_rejections: int = 0
+    sources: tuple[int, ...] = ()          # classes whose images entered J_t and Q_t
 
     @property
     def pattern_norm(self) -> float:
@@ -83,34 +84,37 @@ class DifferentiableClassifier:
 
 
 class PairBatch:
-    """Rows (putative target t, clean image x) for x of every class s != t, grouped by target.
+    """Rows (job, clean image) for every image of the job's source classes, grouped by job.
 
-    Targets are packed into chunks of at most ``batch_images`` rows; a target with more rows
-    than that is split over several chunks (its fractions then need a separate forward pass).
+    Jobs are packed into chunks of at most ``batch_images`` rows; a job with more rows than
+    that is split over consecutive chunks (its sums are completed over them).
     """
 
-    def __init__(self, labels: torch.Tensor, num_classes: int, batch_images: int):
-        self.labels = labels
-        self.num_classes = num_classes
+    def __init__(self, labels: torch.Tensor, sources: Sequence[Sequence[int]], batch_images: int):
         self.batch_images = batch_images
-        self.others = [torch.nonzero(labels != t).flatten() for t in range(num_classes)]
+        self.rows = []
+        for job_sources in sources:
+            allowed = torch.zeros(int(labels.max()) + 1 if labels.numel() else 1, dtype=torch.bool,
+                                  device=labels.device)
+            allowed[[s for s in job_sources if s < allowed.numel()]] = True
+            self.rows.append(torch.nonzero(allowed[labels]).flatten())
 
-    def chunks(self, targets: Sequence[int]) -> list[list[tuple[int, torch.Tensor]]]:
-        """Groups of (target, image indices); every group fits in one forward pass."""
+    def chunks(self, jobs: Sequence[int]) -> list[list[tuple[int, torch.Tensor]]]:
+        """Groups of (job, image indices); every group fits in one forward pass."""
         groups: list[list[tuple[int, torch.Tensor]]] = []
         current: list[tuple[int, torch.Tensor]] = []
-        rows = 0
-        for t in targets:
-            idx = self.others[t]
+        size = 0
+        for job in jobs:
+            idx = self.rows[job]
             if idx.numel() > self.batch_images:
                 for start in range(0, idx.numel(), self.batch_images):
-                    groups.append([(t, idx[start:start + self.batch_images])])
+                    groups.append([(job, idx[start:start + self.batch_images])])
                 continue
-            if current and rows + idx.numel() > self.batch_images:
+            if current and size + idx.numel() > self.batch_images:
                 groups.append(current)
-                current, rows = [], 0
-            current.append((t, idx))
-            rows += idx.numel()
+                current, size = [], 0
+            current.append((job, idx))
+            size += idx.numel()
         if current:
             groups.append(current)
         return groups

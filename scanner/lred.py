@@ -16,6 +16,7 @@ so per-source gradient sums are kept and combined with w(tau+1) once the q_st ar
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -27,135 +28,188 @@ from .estimation import (STATUS_CONVERGED, STATUS_MAX_ITERATIONS, STATUS_UNVERIF
                          PatternEstimate, Progress)
 
 
-def uniform_weights(num_classes: int, target: int) -> np.ndarray:
-    """w(0): 1/(K-1) for every s != t, and w_t = 0 (Algorithm 1, line 2)."""
-    w = np.full(num_classes, 1.0 / (num_classes - 1))
-    w[target] = 0.0
+@dataclass(frozen=True)
+class Job:
+    """One pattern estimation: putative target t, the classes s whose images D_s enter J_t and
+    Q_t (for L-RED every s != t), and whether w adapts by eq. (8) or stays at w(0)."""
+
+    target: int
+    sources: tuple[int, ...]
+    adapt_weights: bool = True
+
+
+def lred_jobs(num_classes: int) -> list[Job]:
+    """L-RED: one job per putative target class, over all other classes (Sec. 3.1)."""
+    return [Job(t, tuple(s for s in range(num_classes) if s != t)) for t in range(num_classes)]
+
+
+def uniform_weights(num_classes: int, target: int, sources: Sequence[int] | None = None) -> np.ndarray:
+    """w(0): uniform over the source classes (all s != t: 1/(K-1)), w_t = 0 (Algorithm 1, line 2)."""
+    sources = [s for s in range(num_classes) if s != target] if sources is None else list(sources)
+    w = np.zeros(num_classes)
+    w[sources] = 1.0 / len(sources)
     return w
 
 
-def update_weights(q: torch.Tensor, fraction: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
-    """Eqs. (7)-(8) for a batch of targets: w_s = softmax_{s != t}(q_st / T), T = -log Q_t.
+def update_weights(q: torch.Tensor, fraction: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
+    """Eqs. (7)-(8) for a batch of jobs: w_s = softmax_s(q_st / T) with T = -log Q_t.
 
-    ``q`` (k, K) misclassification fractions, ``fraction`` (k,) Q_t, ``target_mask`` (k, K)
-    true at s = t. Rows with Q_t = 0 get w(0) (line 12). Q_t < 1 always here, so T > 0.
+    ``q`` (k, K) misclassification fractions, ``fraction`` (k,) Q_t, ``excluded`` (k, K) true
+    at s = t (and at any class outside the job's sources). Rows with Q_t = 0 get w(0), uniform
+    over the remaining classes (line 12).
     """
-    k, num_classes = q.shape
-    uniform = (~target_mask).to(q.dtype) / (num_classes - 1)
-    temperature = -torch.log(fraction.clamp_min(torch.finfo(q.dtype).tiny))
-    logits = (q / temperature[:, None]).masked_fill(target_mask, float("-inf"))
+    allowed = (~excluded).to(q.dtype)
+    uniform = allowed / allowed.sum(dim=1, keepdim=True)
+    # T > 0 whenever Q_t < 1; Q_t = 1 only after a crossing that onnxruntime rejected, where
+    # the limit T -> 0 (hard assignment) is approached with a small floor instead of dividing by 0.
+    temperature = (-torch.log(fraction.clamp_min(torch.finfo(q.dtype).tiny))).clamp_min(1e-6)
+    logits = (q / temperature[:, None]).masked_fill(excluded, float("-inf"))
     weights = torch.softmax(logits, dim=1)
     return torch.where((fraction > 0)[:, None], weights, uniform)
 
 
 def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,
                       num_classes: int, *, pi: float, delta: float, max_iterations: int,
-                      batch_images: int, targets: Sequence[int] | None = None,
+                      batch_images: int, jobs: Sequence[Job] | None = None,
                       confirm: Confirm | None = None, max_rejected_iterations: int = 0,
-                      progress: Progress | None = None, fixed_weights: bool = False,
+                      progress: Progress | None = None, crossing_resolution: float | None = None,
                       ) -> list[PatternEstimate]:
-    """Run Algorithm 1 for every putative target class in ``targets`` (all classes by default).
+    """Run Algorithm 1 for every job (by default L-RED: every putative target class).
 
     ``pixels`` (M, *pixel_shape) clean images in [0, 1], ``labels`` (M,) their classes.
-    ``confirm`` is asked before a target is accepted (onnxruntime's view of Q_t >= pi); a target
-    it rejects keeps iterating for at most ``max_rejected_iterations`` more steps.
-    ``fixed_weights`` keeps w = w(0) throughout (U-RED, Sec. 4.3).
+    ``confirm`` is asked before a job is accepted (onnxruntime's view of Q_t >= pi); a job it
+    rejects keeps iterating for at most ``max_rejected_iterations`` more steps.
+    ``crossing_resolution``: when set below ``delta``, the step that first reaches Q_t >= pi is
+    shortened by bisection, without gradients, to the shortest fraction of it (to within this
+    length) that still reaches pi; the stopping check then sees the same w(tau) as line 5.
     """
     device = classifier.device
     x_all = pixels.to(device)
     y_all = labels.to(device)
     K = num_classes
-    targets = list(range(K)) if targets is None else list(targets)
+    jobs = lred_jobs(K) if jobs is None else list(jobs)
     pixel_shape = tuple(x_all.shape[1:])
-    counts = torch.bincount(y_all, minlength=K).to(x_all.dtype)
+    dtype = x_all.dtype
+    counts = torch.bincount(y_all, minlength=K).to(dtype)
     inv_counts = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
-    batch = PairBatch(y_all, K, batch_images)
+    batch = PairBatch(y_all, [job.sources for job in jobs], batch_images)
 
-    v = {t: torch.zeros(pixel_shape, device=device, dtype=x_all.dtype) for t in targets}
-    w = {t: torch.as_tensor(uniform_weights(K, t), device=device, dtype=x_all.dtype) for t in targets}
-    iterations = {t: 0 for t in targets}
-    rejections = {t: 0 for t in targets}
-    first_rejection = {t: None for t in targets}
+    n = len(jobs)
+    v = [torch.zeros(pixel_shape, device=device, dtype=dtype) for _ in range(n)]
+    last_step = [torch.zeros(pixel_shape, device=device, dtype=dtype) for _ in range(n)]
+    w = [torch.as_tensor(uniform_weights(K, j.target, j.sources), device=device, dtype=dtype) for j in jobs]
+    excluded = []
+    for j in jobs:
+        mask = torch.ones(1, K, dtype=torch.bool, device=device)
+        mask[0, list(j.sources)] = False
+        excluded.append(mask)
+    iterations = [0] * n
+    rejections = [0] * n
+    first_rejection: list[int | None] = [None] * n
     results: dict[int, PatternEstimate] = {}
 
-    def finish(t: int, q_row: torch.Tensor, fraction: float, status: str) -> None:
-        results[t] = PatternEstimate(
-            target_class=t, pattern=v[t].detach().cpu().numpy().copy(), iterations=iterations[t],
-            misclassification=q_row.detach().cpu().double().numpy(),
-            source_weights=w[t].detach().cpu().double().numpy(), fraction=fraction,
-            status=status, check_rejections=rejections[t])
+    def finish(i: int, q_row: torch.Tensor, fraction: float, status: str) -> None:
+        results[i] = PatternEstimate(
+            target_class=jobs[i].target, pattern=v[i].detach().cpu().numpy().copy(),
+            iterations=iterations[i], misclassification=q_row.detach().cpu().double().numpy(),
+            source_weights=w[i].detach().cpu().double().numpy(), fraction=fraction,
+            status=status, check_rejections=rejections[i], sources=jobs[i].sources)
 
-    def advance(t: int) -> None:
-        """Lines 5-12 for target t at v(tau+1), then line 4 of the next iteration."""
-        q = hits_sum[t] * inv_counts
-        q[t] = 0.0
-        grad_by_source = grad_sum.pop(t)
-        fraction = float((w[t] * q).sum())
-        if iterations[t] > 0:                      # line 5: no check before the first step
+    def fractions_at(i: int, pattern: torch.Tensor) -> torch.Tensor:
+        """q_st for job i at ``pattern``: a forward pass without gradients."""
+        q = torch.zeros(K, device=device, dtype=dtype)
+        rows = batch.rows[i]
+        with torch.no_grad():
+            for start in range(0, rows.numel(), batch_images):
+                idx = rows[start:start + batch_images]
+                predicted = classifier.scores(clip_pixels(x_all[idx] + pattern)).argmax(dim=1)
+                q.index_add_(0, y_all[idx], (predicted == jobs[i].target).to(dtype))
+        return q * inv_counts
+
+    def refine_crossing(i: int) -> torch.Tensor:
+        """Shortest fraction of the last step that still reaches pi (bisection); returns q there."""
+        start, step = v[i] - last_step[i], last_step[i]
+        low, high = 0.0, 1.0
+        q_high = None
+        while (high - low) * delta > crossing_resolution:
+            middle = 0.5 * (low + high)
+            q_mid = fractions_at(i, start + middle * step)
+            if float((w[i] * q_mid).sum()) >= pi:
+                high, q_high = middle, q_mid
+            else:
+                low = middle
+        if q_high is not None:
+            v[i] = start + high * step
+        return q_high
+
+    def advance(i: int, q: torch.Tensor, grad_by_source: torch.Tensor) -> None:
+        """Lines 5-12 for job i at v(tau+1), then line 4 of the next iteration."""
+        fraction = float((w[i] * q).sum())
+        if iterations[i] > 0:                      # line 5: no check before the first step
             if fraction >= pi:
+                if crossing_resolution is not None and crossing_resolution < delta:
+                    refined = refine_crossing(i)
+                    if refined is not None:
+                        q, fraction = refined, float((w[i] * refined).sum())
                 accepted = True
                 if confirm is not None:
-                    accepted = bool(confirm([t], v[t][None].cpu().numpy(), w[t][None].cpu().numpy())[0])
+                    accepted = bool(confirm([jobs[i].target], v[i][None].cpu().numpy(),
+                                            w[i][None].cpu().numpy())[0])
                 if accepted:
-                    finish(t, q, fraction, STATUS_CONVERGED)
+                    finish(i, q, fraction, STATUS_CONVERGED)
                     return
-                rejections[t] += 1
-                if first_rejection[t] is None:
-                    first_rejection[t] = iterations[t]
-                if iterations[t] - first_rejection[t] >= max_rejected_iterations:
-                    finish(t, q, fraction, STATUS_UNVERIFIED)
+                rejections[i] += 1
+                if first_rejection[i] is None:
+                    first_rejection[i] = iterations[i]
+                if iterations[i] - first_rejection[i] >= max_rejected_iterations:
+                    finish(i, q, fraction, STATUS_UNVERIFIED)
                     return
-            if iterations[t] >= max_iterations:
-                finish(t, q, fraction, STATUS_MAX_ITERATIONS)
+            if iterations[i] >= max_iterations:
+                finish(i, q, fraction, STATUS_MAX_ITERATIONS)
                 return
-            if not fixed_weights:
-                mask = torch.zeros(1, K, dtype=torch.bool, device=device)
-                mask[0, t] = True
-                w[t] = update_weights(q[None], torch.as_tensor([fraction], device=device,
-                                                               dtype=q.dtype), mask)[0]
-        coefficient = (w[t] * inv_counts).reshape((K,) + (1,) * len(pixel_shape))
+            if jobs[i].adapt_weights:
+                w[i] = update_weights(q[None], torch.as_tensor([fraction], device=device, dtype=dtype),
+                                      excluded[i])[0]
+        coefficient = (w[i] * inv_counts).reshape((K,) + (1,) * len(pixel_shape))
         gradient = (coefficient * grad_by_source).sum(dim=0)              # grad_v J_t(v, w)
         norm = torch.linalg.vector_norm(gradient)
         if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
-            finish(t, q, fraction, STATUS_ZERO_GRADIENT)
+            finish(i, q, fraction, STATUS_ZERO_GRADIENT)
             return
-        v[t] = v[t] + delta * gradient / norm                             # eq. (5)
-        iterations[t] += 1
+        last_step[i] = delta * gradient / norm                            # eq. (5)
+        v[i] = v[i] + last_step[i]
+        iterations[i] += 1
 
-    active = list(targets)
+    active = list(range(n))
     while active:
-        hits_sum = {t: torch.zeros(K, device=device, dtype=x_all.dtype) for t in active}
-        grad_sum = {}
-        remaining = {t: int(batch.others[t].numel()) for t in active}
+        hits_sum = {i: torch.zeros(K, device=device, dtype=dtype) for i in active}
+        grad_sum: dict[int, torch.Tensor] = {}
+        remaining = {i: int(batch.rows[i].numel()) for i in active}
         for group in batch.chunks(active):
-            group_targets = [t for t, _ in group]
+            members = [i for i, _ in group]
             rows_image = torch.cat([idx for _, idx in group])
-            rows_local = torch.cat([torch.full((idx.numel(),), i, device=device, dtype=torch.long)
-                                    for i, (_, idx) in enumerate(group)])
-            target_of_row = torch.as_tensor(group_targets, device=device)[rows_local]
-            stacked_v = torch.stack([v[t] for t in group_targets])
-            u = stacked_v[rows_local].detach().requires_grad_(True)
+            rows_local = torch.cat([torch.full((idx.numel(),), k, device=device, dtype=torch.long)
+                                    for k, (_, idx) in enumerate(group)])
+            target_of_row = torch.as_tensor([jobs[i].target for i in members], device=device)[rows_local]
+            u = torch.stack([v[i] for i in members])[rows_local].detach().requires_grad_(True)
             with torch.enable_grad():
-                inputs = clip_pixels(x_all[rows_image] + u)                      # eq. (1)
-                scores = classifier.scores(inputs)
-                log_p_target = classifier.log_posterior(scores).gather(1, target_of_row[:, None]).sum()
-                (row_grads,) = torch.autograd.grad(log_p_target, u)
-            hits = (scores.detach().argmax(dim=1) == target_of_row).to(x_all.dtype)
+                scores = classifier.scores(clip_pixels(x_all[rows_image] + u))          # eq. (1)
+                log_p = classifier.log_posterior(scores).gather(1, target_of_row[:, None]).sum()
+                (row_grads,) = torch.autograd.grad(log_p, u)
+            hits = (scores.detach().argmax(dim=1) == target_of_row).to(dtype)
             pair_key = rows_local * K + y_all[rows_image]
-            hit_counts = torch.zeros(len(group) * K, device=device, dtype=x_all.dtype)
-            hit_counts.index_add_(0, pair_key, hits)
-            grads = torch.zeros((len(group) * K,) + pixel_shape, device=device, dtype=x_all.dtype)
+            hit_counts = torch.zeros(len(group) * K, device=device, dtype=dtype).index_add_(0, pair_key, hits)
+            grads = torch.zeros((len(group) * K,) + pixel_shape, device=device, dtype=dtype)
             grads.index_add_(0, pair_key, row_grads)
-            for i, (t, idx) in enumerate(group):
-                hits_sum[t] += hit_counts[i * K:(i + 1) * K]
-                part = grads[i * K:(i + 1) * K]
-                grad_sum[t] = part if t not in grad_sum else grad_sum[t] + part
-                remaining[t] -= int(idx.numel())
-            for t in dict.fromkeys(group_targets):
-                if remaining[t] == 0:
-                    advance(t)
-        active = [t for t in active if t not in results]
+            for k, (i, idx) in enumerate(group):
+                hits_sum[i] += hit_counts[k * K:(k + 1) * K]
+                part = grads[k * K:(k + 1) * K]
+                grad_sum[i] = part if i not in grad_sum else grad_sum[i] + part
+                remaining[i] -= int(idx.numel())
+            for i in dict.fromkeys(members):
+                if remaining[i] == 0:
+                    advance(i, hits_sum.pop(i) * inv_counts, grad_sum.pop(i))
+        active = [i for i in active if i not in results]
         if progress is not None:
-            progress(max(iterations.values(), default=0), len(results), len(targets))
-    return [results[t] for t in targets]
-
+            progress(max(iterations, default=0), len(results), n)
+    return [results[i] for i in range(n)]

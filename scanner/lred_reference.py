@@ -1,0 +1,76 @@
+"""Algorithm 1 of the paper exactly as it reads: one putative target at a time, fixed step,
+and a second forward pass for the stopping check of line 5.
+
+This is the baseline for every speed claim (``lred scan --exact``) and the specification the
+batched engine in ``lred.py`` is tested against: both must give the same patterns.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .clipping import clip_pixels
+from .estimation import (STATUS_CONVERGED, STATUS_MAX_ITERATIONS, STATUS_ZERO_GRADIENT,
+                         DifferentiableClassifier, PatternEstimate, Progress)
+from .lred import uniform_weights, update_weights
+
+
+def estimate_pattern_exact(classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,
+                           num_classes: int, target: int, *, pi: float, delta: float,
+                           max_iterations: int, fixed_weights: bool = False) -> PatternEstimate:
+    """Algorithm 1 for one putative target class ``target`` (App. A.2, line by line)."""
+    device = classifier.device
+    keep = labels != target
+    x = pixels[keep].to(device)
+    y = labels[keep].to(device)
+    K = num_classes
+    counts = torch.bincount(y, minlength=K).to(x.dtype)
+    inv_counts = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
+    target_rows = torch.full((x.shape[0], 1), target, device=device, dtype=torch.long)
+    mask = torch.zeros(1, K, dtype=torch.bool, device=device)
+    mask[0, target] = True
+
+    w0 = torch.as_tensor(uniform_weights(K, target), device=device, dtype=x.dtype)   # line 2
+    w = w0.clone()
+    v = torch.zeros(x.shape[1:], device=device, dtype=x.dtype)
+    q = torch.zeros(K, device=device, dtype=x.dtype)
+    fraction, tau, status = 0.0, 0, STATUS_MAX_ITERATIONS
+    while tau < max_iterations:                                                       # line 3
+        v_var = v.clone().requires_grad_(True)
+        with torch.enable_grad():
+            log_p = classifier.log_posterior(classifier.scores(clip_pixels(x + v_var)))
+            objective = ((w * inv_counts)[y] * log_p.gather(1, target_rows)[:, 0]).sum()   # J_t
+            (gradient,) = torch.autograd.grad(objective, v_var)
+        norm = torch.linalg.vector_norm(gradient)
+        if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
+            status = STATUS_ZERO_GRADIENT
+            break
+        v = v + delta * gradient / norm                                                # line 4
+        tau += 1
+        with torch.no_grad():                                                          # second pass
+            hits = (classifier.scores(clip_pixels(x + v)).argmax(dim=1) == target).to(x.dtype)
+        q = torch.zeros(K, device=device, dtype=x.dtype).index_add_(0, y, hits) * inv_counts
+        fraction = float((w * q).sum())
+        if fraction >= pi:                                                             # line 5
+            status = STATUS_CONVERGED
+            break
+        if not fixed_weights:                                                          # lines 7-12
+            w = update_weights(q[None], torch.as_tensor([fraction], device=device, dtype=x.dtype), mask)[0]
+    return PatternEstimate(target_class=target, pattern=v.detach().cpu().numpy().copy(), iterations=tau,
+                           misclassification=q.detach().cpu().double().numpy(),
+                           source_weights=w.detach().cpu().double().numpy(), fraction=fraction,
+                           status=status)
+
+
+def estimate_patterns_exact(classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,
+                            num_classes: int, *, pi: float, delta: float, max_iterations: int,
+                            progress: Progress | None = None, fixed_weights: bool = False,
+                            ) -> list[PatternEstimate]:
+    """Algorithm 1 for every putative target class, one after the other."""
+    results = []
+    for t in range(num_classes):
+        results.append(estimate_pattern_exact(classifier, pixels, labels, num_classes, t, pi=pi, delta=delta,
+                                              max_iterations=max_iterations, fixed_weights=fixed_weights))
+        if progress is not None:
+            progress(results[-1].iterations, t + 1, num_classes)
+    return results

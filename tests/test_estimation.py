@@ -1,0 +1,96 @@
+"""Pattern estimation: the batched engine against Algorithm 1 read literally."""
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import converters
+import synthetic
+from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
+from scanner.lred import Job, estimate_patterns
+from scanner.lred_reference import estimate_pattern_exact
+from scanner.preprocess import InputTransform
+
+SETTINGS = dict(pi=0.9, delta=0.02, max_iterations=400)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model = synthetic.linear_classifier(5, backdoor_target=3)
+    module = converters.to_torch(model, "image", "logits").module
+    transform = InputTransform("nchw", (1, 8, 8), (8, 8, 1), np.ones((1, 8, 8), np.float32),
+                               np.zeros((1, 8, 8), np.float32))
+    classifier = DifferentiableClassifier(module, transform, "logits", torch.device("cpu"))
+    x, y = synthetic.clean_images(5, 3)
+    pixels = torch.tensor(x[:, None] / 255.0, dtype=torch.float32)
+    return classifier, pixels, torch.tensor(y)
+
+
+def test_batched_engine_reproduces_the_literal_algorithm(problem):
+    classifier, pixels, labels = problem
+    batched = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, **SETTINGS)
+    for t in range(5):
+        exact = estimate_pattern_exact(classifier, pixels, labels, 5, t, **SETTINGS)
+        assert batched[t].status == exact.status == STATUS_CONVERGED
+        assert batched[t].iterations == exact.iterations
+        np.testing.assert_allclose(batched[t].pattern, exact.pattern, atol=1e-5)
+        np.testing.assert_allclose(batched[t].source_weights, exact.source_weights, atol=1e-5)
+
+
+def test_chunking_does_not_change_the_result(problem):
+    classifier, pixels, labels = problem
+    whole = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, **SETTINGS)
+    split = estimate_patterns(classifier, pixels, labels, 5, batch_images=5, **SETTINGS)
+    for a, b in zip(whole, split):
+        assert a.iterations == b.iterations
+        np.testing.assert_allclose(a.pattern, b.pattern, atol=1e-5)
+
+
+def test_planted_backdoor_target_gets_the_smallest_pattern(problem):
+    classifier, pixels, labels = problem
+    norms = [e.pattern_norm for e in estimate_patterns(classifier, pixels, labels, 5, batch_images=4096,
+                                                       **SETTINGS)]
+    assert int(np.argmin(norms)) == 3
+    assert norms[3] < 0.5 * sorted(norms)[1]
+
+
+def test_weights_stay_uniform_for_fixed_weight_jobs(problem):
+    classifier, pixels, labels = problem
+    job = Job(1, (0, 2, 3, 4), adapt_weights=False)
+    (estimate,) = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, jobs=[job], **SETTINGS)
+    np.testing.assert_allclose(estimate.source_weights, [0.25, 0.0, 0.25, 0.25, 0.25])
+
+
+def test_crossing_refinement_never_lengthens_the_pattern(problem):
+    classifier, pixels, labels = problem
+    coarse = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, **SETTINGS)
+    refined = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, crossing_resolution=1e-3,
+                                **SETTINGS)
+    for a, b in zip(coarse, refined):
+        assert b.pattern_norm <= a.pattern_norm + 1e-6
+        assert a.pattern_norm - b.pattern_norm <= SETTINGS["delta"] + 1e-6
+        assert b.fraction >= 0.9
+
+
+def test_rejected_crossing_keeps_iterating_until_the_check_agrees(problem):
+    classifier, pixels, labels = problem
+    calls = []
+
+    def third_time(targets, patterns, weights):
+        calls.append(float(np.linalg.norm(patterns[0])))
+        return np.array([len(calls) >= 3])
+
+    (estimate,) = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096,
+                                    jobs=[Job(0, (1, 2, 3, 4))], confirm=third_time, max_rejected_iterations=50,
+                                    **SETTINGS)
+    assert estimate.status == "converged" and estimate.check_rejections == 2
+    assert calls[0] < calls[1] < calls[2]          # it stepped on between the checks
+
+
+def test_crossing_the_check_never_accepts_is_flagged_unverified(problem):
+    classifier, pixels, labels = problem
+    never = lambda targets, patterns, weights: np.zeros(len(targets), dtype=bool)  # noqa: E731
+    (estimate,) = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096,
+                                    jobs=[Job(3, (0, 1, 2, 4))], confirm=never, max_rejected_iterations=0,
+                                    **SETTINGS)
+    assert estimate.status == "unverified" and estimate.check_rejections == 1
