@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import DEVICES, LAYOUTS, ScanConfig
+from .config import DEVICES, LAYOUTS, METHODS, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, LredError
 
 DEFAULTS = ScanConfig()
@@ -50,10 +50,11 @@ def _save_patterns(directory: Path, patterns: dict) -> None:
 
     import numpy as np
     directory.mkdir(parents=True, exist_ok=True)
-    for target, pattern in sorted(patterns.items()):
+    for key, pattern in sorted(patterns.items()):
         buffer = io.BytesIO()
         np.save(buffer, pattern, allow_pickle=False)
-        _atomic_write(directory / f"pattern_class_{target}.npy", buffer.getvalue())
+        name = f"pattern_class_{key}.npy" if isinstance(key, int) else f"pattern_pair_{key[0]}_to_{key[1]}.npy"
+        _atomic_write(directory / name, buffer.getvalue())
 
 
 class _Progress:
@@ -86,6 +87,12 @@ def main() -> None:
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path),
               help="Clean images: a folder of class sub-folders 0/, 1/, ... of PNG/JPEG, or an .npz with x and y.")
+@click.option("--method", type=click.Choice(METHODS), default="lred", show_default=True,
+              help="lred (the paper's method), ured (weights fixed uniform) or pred (every class pair).")
+@click.option("--exact", is_flag=True,
+              help="Run Algorithm 1 literally: one target at a time, a second forward pass per step (slow).")
+@click.option("--crossing-resolution", type=float, default=None,
+              help="Shorten the step that first reaches pi by bisection, to this length (pixel units).")
 @click.option("--images-per-class", "-n", default=DEFAULTS.images_per_class, show_default=True, type=int,
               help="N clean images per class (correctly classified ones only).")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed for choosing the images.")
@@ -114,7 +121,8 @@ def main() -> None:
               help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
-def scan(model: Path, data: Path, images_per_class: int, seed: int, pi: float, delta: float,
+def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution: float | None,
+         images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, output_name: str | None, batch_images: int,
          json_path: Path | None, save_patterns: Path | None, quiet: bool, debug: bool) -> None:
@@ -124,7 +132,8 @@ def scan(model: Path, data: Path, images_per_class: int, seed: int, pi: float, d
 
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
     try:
-        config = ScanConfig(images_per_class=images_per_class, seed=seed, pi=pi, delta=delta,
+        config = ScanConfig(method=method, exact=exact, crossing_resolution=crossing_resolution,
+                            images_per_class=images_per_class, seed=seed, pi=pi, delta=delta,
                             max_iterations=max_iterations, alpha=alpha, layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
                             output_name=output_name, batch_images=batch_images)

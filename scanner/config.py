@@ -8,6 +8,7 @@ from typing import Any
 from .errors import ConfigError
 
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
+METHODS = ("lred", "ured", "pred")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -20,6 +21,9 @@ class ScanConfig:
     Pixel values live in [0, 1] (App. A.4); ``delta`` is an l2 length in that space.
     """
 
+    method: str = "lred"               # lred | ured | pred (Sec. 4.3)
+    exact: bool = False                # Algorithm 1 literally: one target at a time, 2 passes/step
+    crossing_resolution: float | None = None  # bisect the step that crosses pi to this length
     images_per_class: int = 8          # N, Sec. 4.3
     seed: int = 0                      # picks the N clean images per class
     pi: float = 0.9                    # Sec. 4.3
@@ -39,6 +43,9 @@ class ScanConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
+            (self.crossing_resolution is None or self.crossing_resolution > 0,
+             "crossing_resolution must be > 0"),
             (self.images_per_class >= 1, "images_per_class must be >= 1"),
             (0.0 < self.pi < 1.0, "pi must lie in (0, 1)"),
             (self.delta > 0.0, "delta must be > 0"),

@@ -6,31 +6,38 @@ batched engine in ``lred.py`` is tested against: both must give the same pattern
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
 from .clipping import clip_pixels
 from .estimation import (STATUS_CONVERGED, STATUS_MAX_ITERATIONS, STATUS_ZERO_GRADIENT,
                          DifferentiableClassifier, PatternEstimate, Progress)
-from .lred import uniform_weights, update_weights
+from .lred import Job, lred_jobs, uniform_weights, update_weights
 
 
 def estimate_pattern_exact(classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,
                            num_classes: int, target: int, *, pi: float, delta: float,
-                           max_iterations: int, fixed_weights: bool = False) -> PatternEstimate:
-    """Algorithm 1 for one putative target class ``target`` (App. A.2, line by line)."""
+                           max_iterations: int, sources: Sequence[int] | None = None,
+                           fixed_weights: bool = False) -> PatternEstimate:
+    """Algorithm 1 for one putative target class ``target`` (App. A.2, line by line).
+
+    ``sources`` defaults to every class but the target (L-RED); ``fixed_weights`` keeps w(0).
+    """
     device = classifier.device
-    keep = labels != target
+    sources = tuple(s for s in range(num_classes) if s != target) if sources is None else tuple(sources)
+    keep = torch.isin(labels, torch.as_tensor(sources, dtype=labels.dtype))
     x = pixels[keep].to(device)
     y = labels[keep].to(device)
     K = num_classes
     counts = torch.bincount(y, minlength=K).to(x.dtype)
     inv_counts = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
     target_rows = torch.full((x.shape[0], 1), target, device=device, dtype=torch.long)
-    mask = torch.zeros(1, K, dtype=torch.bool, device=device)
-    mask[0, target] = True
+    mask = torch.ones(1, K, dtype=torch.bool, device=device)
+    mask[0, list(sources)] = False
 
-    w0 = torch.as_tensor(uniform_weights(K, target), device=device, dtype=x.dtype)   # line 2
+    w0 = torch.as_tensor(uniform_weights(K, target, sources), device=device, dtype=x.dtype)   # line 2
     w = w0.clone()
     v = torch.zeros(x.shape[1:], device=device, dtype=x.dtype)
     q = torch.zeros(K, device=device, dtype=x.dtype)
@@ -59,18 +66,20 @@ def estimate_pattern_exact(classifier: DifferentiableClassifier, pixels: torch.T
     return PatternEstimate(target_class=target, pattern=v.detach().cpu().numpy().copy(), iterations=tau,
                            misclassification=q.detach().cpu().double().numpy(),
                            source_weights=w.detach().cpu().double().numpy(), fraction=fraction,
-                           status=status)
+                           status=status, sources=sources)
 
 
 def estimate_patterns_exact(classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,
                             num_classes: int, *, pi: float, delta: float, max_iterations: int,
-                            progress: Progress | None = None, fixed_weights: bool = False,
+                            jobs: Sequence[Job] | None = None, progress: Progress | None = None,
                             ) -> list[PatternEstimate]:
-    """Algorithm 1 for every putative target class, one after the other."""
+    """Algorithm 1 for every job (default: every putative target class), one after the other."""
+    jobs = lred_jobs(num_classes) if jobs is None else list(jobs)
     results = []
-    for t in range(num_classes):
-        results.append(estimate_pattern_exact(classifier, pixels, labels, num_classes, t, pi=pi, delta=delta,
-                                              max_iterations=max_iterations, fixed_weights=fixed_weights))
+    for number, job in enumerate(jobs, 1):
+        results.append(estimate_pattern_exact(classifier, pixels, labels, num_classes, job.target, pi=pi,
+                                              delta=delta, max_iterations=max_iterations, sources=job.sources,
+                                              fixed_weights=not job.adapt_weights))
         if progress is not None:
-            progress(results[-1].iterations, t + 1, num_classes)
+            progress(results[-1].iterations, number, len(jobs))
     return results

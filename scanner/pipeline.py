@@ -12,16 +12,17 @@ import torch
 
 import converters
 
-from . import detection, lred
+from . import detection, lred, pred, ured
 from .config import ScanConfig
 from .data import load_clean_images, select_images
 from .errors import ConversionMismatchError, ModelError
 from .estimation import (STATUS_CONVERGED, DifferentiableClassifier, PatternEstimate,
                          select_device)
+from .lred_reference import estimate_patterns_exact
 from .model import LoadedModel, load_model
 from .preprocess import InputTransform, resolve_transform
 from .report import (VERDICT_BACKDOOR, VERDICT_CLEAN, ClassReport, DataSummary, ModelSummary,
-                     ParitySummary, ScanReport)
+                     PairReport, ParitySummary, ScanReport)
 from .runtime import ReferenceClassifier
 from .verify import ReferenceCheck
 
@@ -29,6 +30,7 @@ from .verify import ReferenceCheck
 ProgressCallback = Callable[[str, str], None]
 
 PARITY_IMAGES = 512
+JOBS = {"lred": lred.lred_jobs, "ured": ured.ured_jobs, "pred": pred.pred_jobs}
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,17 +110,25 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
     lap("convert")
 
     check = ReferenceCheck(reference, transform, x, y, num_classes, config.pi)
-    say("estimate", f"estimating {num_classes} patterns on {x.shape[0]} images ({device})")
+    jobs = JOBS[config.method](num_classes)
+    say("estimate", f"{config.method}: {len(jobs)} pattern estimations on {x.shape[0]} images ({device}"
+                    f"{', exact per-target loop' if config.exact else ''})")
 
     def progress(iteration: int, finished: int, total: int) -> None:
-        say("estimate", f"iteration {iteration}: {finished}/{total} target classes done")
+        say("estimate", f"iteration {iteration}: {finished}/{total} estimations done")
 
     torch.manual_seed(config.seed)
-    estimates = lred.estimate_patterns(
-        classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
-        pi=config.pi, delta=config.delta, max_iterations=config.max_iterations,
-        batch_images=config.batch_images, confirm=check.confirm,
-        max_rejected_iterations=config.verify_extra_iterations, progress=progress)
+    common = dict(pi=config.pi, delta=config.delta, max_iterations=config.max_iterations, jobs=jobs,
+                  progress=progress)
+    if config.exact:
+        estimates = estimate_patterns_exact(classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
+                                            **common)
+    else:
+        estimates = lred.estimate_patterns(
+            classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
+            batch_images=config.batch_images, confirm=check.confirm,
+            max_rejected_iterations=config.verify_extra_iterations,
+            crossing_resolution=config.crossing_resolution, **common)
     lap("estimate")
 
     say("verify", "re-computing misclassification fractions with onnxruntime")
@@ -129,27 +139,37 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
     norms = np.array([e.pattern_norm for e in estimates])
     result = detection.detect(norms, config.alpha)
     detected = result.detected
-    target_estimate = estimates[result.inferred_target]
-    sources = (tuple(detection.infer_source_classes(target_estimate.source_weights, config.pi))
-               if detected else ())
+    suspect = estimates[result.inferred_target]
+    if config.method == "lred":
+        sources = tuple(detection.infer_source_classes(suspect.source_weights, config.pi))
+    else:  # U-RED assumes every other class; P-RED names the pair's source
+        sources = tuple(suspect.sources)
     lap("test")
     timing["total_seconds"] = round(time.perf_counter() - started, 4)
 
+    per_target = _best_per_target(estimates, num_classes)
     classes = tuple(
-        ClassReport(target_class=e.target_class, pattern_norm=float(n), statistic=float(r),
-                    iterations=e.iterations, status=e.status, torch_fraction=round(e.fraction, 6),
-                    verified_fraction=round(v.fraction, 6),
-                    source_weights=tuple(float(w) for w in e.source_weights),
-                    misclassification=tuple(float(q) for q in v.misclassification),
-                    check_rejections=e.check_rejections)
-        for e, v, n, r in zip(estimates, verified, norms, result.statistics))
+        ClassReport(target_class=t, pattern_norm=float(norms[i]), statistic=float(result.statistics[i]),
+                    iterations=estimates[i].iterations, status=estimates[i].status,
+                    torch_fraction=round(estimates[i].fraction, 6),
+                    verified_fraction=round(verified[i].fraction, 6),
+                    source_weights=tuple(float(w) for w in estimates[i].source_weights),
+                    misclassification=tuple(float(q) for q in verified[i].misclassification),
+                    check_rejections=estimates[i].check_rejections)
+        for t, i in enumerate(per_target))
+    pairs = tuple(
+        PairReport(source_class=e.sources[0], target_class=e.target_class, pattern_norm=float(n),
+                   statistic=float(r), iterations=e.iterations, status=e.status,
+                   verified_fraction=round(v.fraction, 6))
+        for e, v, n, r in zip(estimates, verified, norms, result.statistics)) if config.method == "pred" else ()
     report = ScanReport(
-        verdict=VERDICT_BACKDOOR if detected else VERDICT_CLEAN, method="lred",
+        verdict=VERDICT_BACKDOOR if detected else VERDICT_CLEAN, method=config.method,
         p_value=result.p_value, log10_p_value=result.log10_p_value, alpha=config.alpha,
-        target_class=result.inferred_target if detected else None, source_classes=sources,
-        most_suspicious_class=result.inferred_target,
+        target_class=suspect.target_class if detected else None,
+        source_classes=sources if detected else (),
+        most_suspicious_class=suspect.target_class,
         null_gamma_shape=result.gamma_shape, null_gamma_scale=result.gamma_scale,
-        classes=classes,
+        classes=classes, pairs=pairs,
         model=ModelSummary(model.path, model.sha256, model.opset, model.producer, model.input_name,
                            model.input_shape, model.output_name, num_classes, score_kind,
                            transform.layout, converted.passes),
@@ -161,8 +181,18 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
         device=str(device), onnxruntime_providers=reference.info.providers,
         config=config.as_dict(), timing=timing, versions=versions(),
         warnings=_warnings(estimates, verified, selection.per_class, config))
-    patterns = {e.target_class: transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
+    patterns = {(e.target_class if config.method != "pred" else (e.sources[0], e.target_class)):
+                transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
     return ScanOutcome(report, patterns)
+
+
+def _best_per_target(estimates: list[PatternEstimate], num_classes: int) -> list[int]:
+    """Index of the estimate with the smallest pattern for each target class."""
+    best: dict[int, int] = {}
+    for i, e in enumerate(estimates):
+        if e.target_class not in best or e.pattern_norm < estimates[best[e.target_class]].pattern_norm:
+            best[e.target_class] = i
+    return [best[t] for t in range(num_classes)]
 
 
 def _channels_hint(model: LoadedModel) -> int | None:
@@ -211,10 +241,16 @@ def _warnings(estimates: list[PatternEstimate], verified, per_class: tuple[int, 
                      f"class(es) {', '.join(map(str, short))}")
     for e, v in zip(estimates, verified):
         if e.status != STATUS_CONVERGED:
-            notes.append(f"class {e.target_class}: estimation stopped with status {e.status} after "
+            notes.append(f"{_job_name(e)}: estimation stopped with status {e.status} after "
                          f"{e.iterations} iterations (Q_t {e.fraction:.3f} < pi); ||v_t|| is not a "
                          "converged minimum")
         elif v.fraction < config.pi:
-            notes.append(f"class {e.target_class}: onnxruntime measures Q_t {v.fraction:.3f} < pi "
+            notes.append(f"{_job_name(e)}: onnxruntime measures Q_t {v.fraction:.3f} < pi "
                          f"{config.pi} for the final pattern")
     return tuple(notes)
+
+
+def _job_name(estimate: PatternEstimate) -> str:
+    if len(estimate.sources) == 1:
+        return f"pair {estimate.sources[0]}->{estimate.target_class}"
+    return f"class {estimate.target_class}"

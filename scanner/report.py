@@ -25,6 +25,19 @@ class ClassReport:
 
 
 @dataclass(frozen=True)
+class PairReport:
+    """P-RED only: the pattern for one (source s, target t) pair, estimated on D_s alone."""
+
+    source_class: int
+    target_class: int
+    pattern_norm: float
+    statistic: float
+    iterations: int
+    status: str
+    verified_fraction: float
+
+
+@dataclass(frozen=True)
 class ModelSummary:
     path: str
     sha256: str
@@ -70,7 +83,8 @@ class ScanReport:
     most_suspicious_class: int             # argmax_t r_t, reported even when clean
     null_gamma_shape: float
     null_gamma_scale: float
-    classes: tuple[ClassReport, ...]
+    classes: tuple[ClassReport, ...]       # P-RED: the pair with the smallest pattern per target
+    pairs: tuple[PairReport, ...]          # P-RED only; empty for L-RED and U-RED
     model: ModelSummary
     parity: ParitySummary
     data: DataSummary

@@ -130,3 +130,28 @@ def test_probability_output_and_nhwc_layout_are_handled(tmp_path):
     report = json.loads(report_path.read_text())
     assert report["model"]["score_kind"] == "probabilities" and report["model"]["layout"] == "nhwc"
     assert result.exit_code == 1 and report["target_class"] == 2
+
+
+@pytest.mark.parametrize("method", ["ured", "pred"])
+def test_baseline_methods_find_the_planted_backdoor(backdoored_case, tmp_path, method):
+    model, data = backdoored_case
+    report_path = tmp_path / "r.json"
+    result = _scan(model, "--data", data, *FAST_OPTIONS, "--method", method, "--json", report_path)
+    report = json.loads(report_path.read_text())
+    assert result.exit_code == 1 and report["method"] == method and report["target_class"] == 2
+    if method == "pred":
+        assert len(report["pairs"]) == 30 and len(report["source_classes"]) == 1
+    else:
+        assert report["pairs"] == [] and report["source_classes"] == [0, 1, 3, 4, 5]
+
+
+def test_exact_mode_gives_the_same_norms_as_the_batched_engine(backdoored_case, tmp_path):
+    model, data = backdoored_case
+    reports = []
+    for extra in ([], ["--exact"]):
+        path = tmp_path / f"r{len(reports)}.json"
+        _scan(model, "--data", data, *FAST_OPTIONS, "--json", path, *extra)
+        reports.append(json.loads(path.read_text()))
+    fast, exact = ([c["pattern_norm"] for c in r["classes"]] for r in reports)
+    np.testing.assert_allclose(fast, exact, rtol=1e-4)
+    assert reports[0]["verdict"] == reports[1]["verdict"] == "backdoor"
