@@ -155,3 +155,14 @@ def test_exact_mode_gives_the_same_norms_as_the_batched_engine(backdoored_case, 
     fast, exact = ([c["pattern_norm"] for c in r["classes"]] for r in reports)
     np.testing.assert_allclose(fast, exact, rtol=1e-4)
     assert reports[0]["verdict"] == reports[1]["verdict"] == "backdoor"
+
+
+@pytest.mark.parametrize("n", ["1", "2"])
+def test_one_or_two_images_per_class_still_scan(backdoored_case, tmp_path, n):
+    model, data = backdoored_case
+    report_path = tmp_path / "r.json"
+    result = _scan(model, "--data", data, "--delta", "0.01", "-q", "--images-per-class", n, "--json", report_path)
+    report = json.loads(report_path.read_text())
+    assert result.exit_code in (0, 1)
+    assert report["data"]["images_per_class"] == [int(n)] * 6
+    assert report["most_suspicious_class"] == 2
