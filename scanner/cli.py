@@ -93,6 +93,8 @@ def main() -> None:
               help="Run Algorithm 1 literally: one target at a time, a second forward pass per step (slow).")
 @click.option("--crossing-resolution", type=float, default=None,
               help="Shorten the step that first reaches pi by bisection, to this length (pixel units).")
+@click.option("--relative-step", type=float, default=None,
+              help="Step length max(delta, RELATIVE_STEP * ||v||) instead of a fixed delta.")
 @click.option("--images-per-class", "-n", default=DEFAULTS.images_per_class, show_default=True, type=int,
               help="N clean images per class (correctly classified ones only).")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed for choosing the images.")
@@ -122,6 +124,7 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution: float | None,
+         relative_step: float | None,
          images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, output_name: str | None, batch_images: int,
@@ -133,6 +136,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
     try:
         config = ScanConfig(method=method, exact=exact, crossing_resolution=crossing_resolution,
+                            relative_step=relative_step,
                             images_per_class=images_per_class, seed=seed, pi=pi, delta=delta,
                             max_iterations=max_iterations, alpha=alpha, layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,

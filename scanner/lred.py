@@ -73,7 +73,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                       batch_images: int, jobs: Sequence[Job] | None = None,
                       confirm: Confirm | None = None, max_rejected_iterations: int = 0,
                       progress: Progress | None = None, crossing_resolution: float | None = None,
-                      ) -> list[PatternEstimate]:
+                      relative_step: float | None = None) -> list[PatternEstimate]:
     """Run Algorithm 1 for every job (by default L-RED: every putative target class).
 
     ``pixels`` (M, *pixel_shape) clean images in [0, 1], ``labels`` (M,) their classes.
@@ -82,6 +82,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     ``crossing_resolution``: when set below ``delta``, the step that first reaches Q_t >= pi is
     shortened by bisection, without gradients, to the shortest fraction of it (to within this
     length) that still reaches pi; the stopping check then sees the same w(tau) as line 5.
+    ``relative_step``: when set, the step length is max(delta, relative_step * ||v(tau)||)
+    instead of delta, so the path is resolved to the same relative precision at every scale.
     """
     device = classifier.device
     x_all = pixels.to(device)
@@ -131,7 +133,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         start, step = v[i] - last_step[i], last_step[i]
         low, high = 0.0, 1.0
         q_high = None
-        while (high - low) * delta > crossing_resolution:
+        while (high - low) * float(torch.linalg.vector_norm(step)) > crossing_resolution:
             middle = 0.5 * (low + high)
             q_mid = fractions_at(i, start + middle * step)
             if float((w[i] * q_mid).sum()) >= pi:
@@ -147,7 +149,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         fraction = float((w[i] * q).sum())
         if iterations[i] > 0:                      # line 5: no check before the first step
             if fraction >= pi:
-                if crossing_resolution is not None and crossing_resolution < delta:
+                if crossing_resolution is not None and \
+                        crossing_resolution < float(torch.linalg.vector_norm(last_step[i])):
                     refined = refine_crossing(i)
                     if refined is not None:
                         q, fraction = refined, float((w[i] * refined).sum())
@@ -176,7 +179,10 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
             finish(i, q, fraction, STATUS_ZERO_GRADIENT)
             return
-        last_step[i] = delta * gradient / norm                            # eq. (5)
+        length = delta
+        if relative_step is not None:
+            length = max(delta, relative_step * float(torch.linalg.vector_norm(v[i])))
+        last_step[i] = length * gradient / norm                           # eq. (5)
         v[i] = v[i] + last_step[i]
         iterations[i] += 1
 

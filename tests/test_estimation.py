@@ -94,3 +94,15 @@ def test_crossing_the_check_never_accepts_is_flagged_unverified(problem):
                                     jobs=[Job(3, (0, 1, 2, 4))], confirm=never, max_rejected_iterations=0,
                                     **SETTINGS)
     assert estimate.status == "unverified" and estimate.check_rejections == 1
+
+
+def test_relative_steps_take_fewer_iterations_and_find_the_same_target(problem):
+    classifier, pixels, labels = problem
+    fixed = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9, delta=1e-3,
+                              max_iterations=5000)
+    relative = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9, delta=1e-3,
+                                 max_iterations=5000, relative_step=0.02, crossing_resolution=1e-3)
+    assert sum(e.iterations for e in relative) < 0.5 * sum(e.iterations for e in fixed)
+    assert int(np.argmin([e.pattern_norm for e in relative])) == 3
+    for a, b in zip(fixed, relative):
+        assert b.pattern_norm == pytest.approx(a.pattern_norm, rel=0.1)
