@@ -23,9 +23,17 @@ import numpy as np
 import torch
 
 from .clipping import clip_pixels
-from .estimation import (STATUS_CONVERGED, STATUS_MAX_ITERATIONS, STATUS_UNVERIFIED,
-                         STATUS_ZERO_GRADIENT, Confirm, DifferentiableClassifier, PairBatch,
-                         PatternEstimate, Progress)
+from .estimation import (
+    STATUS_CONVERGED,
+    STATUS_MAX_ITERATIONS,
+    STATUS_UNVERIFIED,
+    STATUS_ZERO_GRADIENT,
+    Confirm,
+    DifferentiableClassifier,
+    PairBatch,
+    PatternEstimate,
+    Progress,
+)
 
 
 @dataclass(frozen=True)

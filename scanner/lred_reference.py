@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from .clipping import clip_pixels
-from .estimation import (STATUS_CONVERGED, STATUS_MAX_ITERATIONS, STATUS_ZERO_GRADIENT,
-                         DifferentiableClassifier, PatternEstimate, Progress)
+from .estimation import (
+    STATUS_CONVERGED,
+    STATUS_MAX_ITERATIONS,
+    STATUS_ZERO_GRADIENT,
+    DifferentiableClassifier,
+    PatternEstimate,
+    Progress,
+)
 from .lred import Job, lred_jobs, uniform_weights, update_weights
 
 

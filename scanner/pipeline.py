@@ -16,13 +16,25 @@ from . import detection, lred, pred, ured
 from .config import ScanConfig
 from .data import load_clean_images, select_images
 from .errors import ConversionMismatchError, ModelError
-from .estimation import (STATUS_CONVERGED, DifferentiableClassifier, PatternEstimate,
-                         select_device)
+from .estimation import (
+    STATUS_CONVERGED,
+    DifferentiableClassifier,
+    PatternEstimate,
+    select_device,
+)
 from .lred_reference import estimate_patterns_exact
 from .model import LoadedModel, load_model
-from .preprocess import InputTransform, resolve_transform
-from .report import (VERDICT_BACKDOOR, VERDICT_CLEAN, ClassReport, DataSummary, ModelSummary,
-                     PairReport, ParitySummary, ScanReport)
+from .preprocess import resolve_transform
+from .report import (
+    VERDICT_BACKDOOR,
+    VERDICT_CLEAN,
+    ClassReport,
+    DataSummary,
+    ModelSummary,
+    PairReport,
+    ParitySummary,
+    ScanReport,
+)
 from .runtime import ReferenceClassifier
 from .verify import ReferenceCheck
 

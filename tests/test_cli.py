@@ -4,10 +4,10 @@ import json
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
-
 import synthetic
+from click.testing import CliRunner
 from conftest import FAST_OPTIONS
+
 from scanner.cli import main
 
 REQUIRED_FIELDS = {"verdict", "p_value", "log10_p_value", "alpha", "target_class", "source_classes",
@@ -54,18 +54,6 @@ def test_clean_model_is_not_detected_with_exit_0(clean_case, tmp_path):
     assert report["p_value"] >= 0.05
 
 
-def test_garbage_model_file_exits_2_with_one_line_error_and_error_json(tmp_path, backdoored_case):
-    _, data = backdoored_case
-    bad = tmp_path / "bad.onnx"
-    bad.write_bytes(b"this is not protobuf at all \x00\xff")
-    report_path = tmp_path / "r.json"
-    result = CliRunner().invoke(main, ["scan", str(bad), "--data", str(data), "--quiet", "--json", str(report_path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert "lred: error:" in result.output and "NOT scanned" in result.output
-    assert json.loads(report_path.read_text())["verdict"] == "error"
-
-
 def test_missing_model_exits_2(tmp_path, backdoored_case):
     _, data = backdoored_case
     result = CliRunner().invoke(main, ["scan", str(tmp_path / "none.onnx"), "--data", str(data), "-q"])
@@ -91,32 +79,6 @@ def test_invalid_parameter_exits_2(backdoored_case):
     model, data = backdoored_case
     result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "--pi", "1.5", "-q"])
     assert result.exit_code == 2 and "pi must lie in (0, 1)" in result.output
-
-
-def test_model_with_two_inputs_is_refused(tmp_path, backdoored_case):
-    _, data = backdoored_case
-    model = synthetic.linear_classifier(6)
-    model.graph.input.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, ["N", 3]))
-    path = tmp_path / "two.onnx"
-    onnx.save(model, path)
-    result = CliRunner().invoke(main, ["scan", str(path), "--data", str(data), "-q"])
-    assert result.exit_code == 2 and "expected one image input" in result.output
-
-
-def test_external_data_outside_the_model_folder_is_refused(tmp_path, backdoored_case):
-    _, data = backdoored_case
-    model = synthetic.linear_classifier(6)
-    weight = model.graph.initializer[0]
-    weight.ClearField("raw_data")
-    del weight.float_data[:]
-    weight.data_location = onnx.TensorProto.EXTERNAL
-    entry = weight.external_data.add()
-    entry.key, entry.value = "location", "../../etc/passwd"
-    path = tmp_path / "m" / "evil.onnx"
-    path.parent.mkdir()
-    path.write_bytes(model.SerializeToString())
-    result = CliRunner().invoke(main, ["scan", str(path), "--data", str(data), "-q"])
-    assert result.exit_code == 2 and "outside the model's folder" in result.output
 
 
 def test_probability_output_and_nhwc_layout_are_handled(tmp_path):

@@ -3,11 +3,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import synthetic
 import torch
 from onnx import TensorProto, helper
 
 import converters
-import synthetic
 from scanner.errors import UnsupportedOperatorError
 
 

@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from scanner.detection import (detect, gamma_log_survival, infer_source_classes,
-                               order_statistic_log_p_value)
+from scanner.detection import (
+    detect,
+    gamma_log_survival,
+    infer_source_classes,
+    order_statistic_log_p_value,
+)
 from scanner.errors import LredError
 
 

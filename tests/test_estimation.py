@@ -1,11 +1,10 @@
 """Pattern estimation: the batched engine against Algorithm 1 read literally."""
 import numpy as np
-import onnx
 import pytest
+import synthetic
 import torch
 
 import converters
-import synthetic
 from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
 from scanner.lred import Job, estimate_patterns
 from scanner.lred_reference import estimate_pattern_exact

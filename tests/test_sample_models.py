@@ -6,7 +6,6 @@ delta = 1e-3) are measured in README.md.
 """
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from scanner.cli import main
