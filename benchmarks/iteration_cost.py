@@ -1,0 +1,96 @@
+"""Per-iteration cost of the batched L-RED engine against one raw forward+backward.
+
+Prints a Markdown table: for each model, the time of one engine iteration with every target
+active (all K(K-1)N image rows in the batch) next to one plain forward+backward of the same
+rows through the converted torch module, and their ratio (issue target: <= 1.25).
+
+    python benchmarks/iteration_cost.py [MODEL.onnx ...] [--data DIR] [--n 8] [--iterations 20]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import converters
+from scanner.clipping import clip_pixels
+from scanner.config import ScanConfig
+from scanner.data import load_clean_images, select_images
+from scanner.estimation import DifferentiableClassifier, select_device
+from scanner.lred import estimate_patterns
+from scanner.model import load_model
+from scanner.preprocess import resolve_transform
+from scanner.runtime import ReferenceClassifier
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = [ROOT / "sample_models" / "fmnist_cnn_backdoored.onnx"]
+
+
+def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch.device) -> dict:
+    model = load_model(model_path)
+    clean = load_clean_images(data, 1 if model.input_shape[1] == 1 else None)
+    transform = resolve_transform(model, ScanConfig(), clean.image_shape)
+    pixels = transform.to_pixels(clean.pixels)
+    reference = ReferenceClassifier(model)
+    predictions = reference.predict(transform.normalize(pixels))
+    num_classes = int(reference.scores(transform.normalize(pixels[:1])).shape[1])
+    selection = select_images(clean.labels, predictions, num_classes, n, 0)
+    x = torch.as_tensor(pixels[selection.indices])
+    y = torch.as_tensor(clean.labels[selection.indices])
+    module = converters.to_torch(model.proto, model.input_name, model.output_name).module
+    classifier = DifferentiableClassifier(module, transform, "logits", device)
+    rows = torch.cat([torch.nonzero(y != t).flatten() for t in range(num_classes)])
+    x_rows = x[rows].to(device)
+    target_of_row = y.new_tensor(np.repeat(np.arange(num_classes), [int((y != t).sum()) for t in
+                                                                    range(num_classes)])).to(device)
+
+    def raw_step() -> None:
+        u = torch.zeros_like(x_rows, requires_grad=True)
+        scores = classifier.scores(clip_pixels(x_rows + u))
+        log_p = torch.log_softmax(scores, dim=1).gather(1, target_of_row[:, None]).sum()
+        torch.autograd.grad(log_p, u)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    raw_step()
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        raw_step()
+    synchronize()
+    raw = (time.perf_counter() - start) / iterations
+    # pi close to 1 keeps every target active for all iterations; the first of the
+    # iterations + 1 forward/backward passes has no stopping check
+    start = time.perf_counter()
+    estimate_patterns(classifier, x, y, num_classes, pi=0.99999, delta=1e-4, max_iterations=iterations,
+                      batch_images=ScanConfig().batch_images)
+    synchronize()
+    engine = (time.perf_counter() - start) / (iterations + 1)
+    return {"model": model_path.name, "rows": int(x_rows.shape[0]), "raw_ms": raw * 1e3,
+            "engine_ms": engine * 1e3, "ratio": engine / raw}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", type=Path, default=DEFAULT_MODELS)
+    parser.add_argument("--data", type=Path, default=ROOT / "sample_models" / "clean_images")
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = select_device(args.device)
+    print(f"device {device}, torch threads {torch.get_num_threads()}, N = {args.n}\n")
+    print("| model | image rows | raw forward+backward (ms) | engine iteration (ms) | ratio |")
+    print("|---|---|---|---|---|")
+    for path in args.models:
+        r = measure(path, args.data, args.n, args.iterations, device)
+        print(f"| {r['model']} | {r['rows']} | {r['raw_ms']:.1f} | {r['engine_ms']:.1f} | {r['ratio']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
