@@ -2,6 +2,7 @@
 
 Passes, in order (each one small module):
   subgraph.keep_score_path   drop side outputs (labels, ZipMap, auxiliary heads)
+  static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
   opset.convertible_opset    move to an opset onnx2torch covers, when it does not cover the model's
 
 ``to_torch`` returns the module with every parameter frozen; ``parity.compare_scores`` is the
@@ -18,6 +19,7 @@ from scanner.errors import ConversionError, UnsupportedOperatorError
 
 from .opset import convertible_opset
 from .parity import Parity, compare_scores
+from .static_batch import fixed_batch_size, free_batch_dimension
 from .subgraph import keep_score_path
 from .support import UnsupportedNode, unsupported_nodes
 
@@ -40,6 +42,10 @@ def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> Conve
     graph = keep_score_path(model, input_name, output_name)
     if graph is not model:
         passes.append(f"kept only the path to output {output_name!r}")
+    fixed = fixed_batch_size(graph, input_name)
+    graph, reshapes = free_batch_dimension(graph, input_name)
+    if fixed is not None:
+        passes.append(f"freed the fixed batch size {fixed} (input and {reshapes} Reshape target(s))")
     graph, new_opset = convertible_opset(graph)
     if new_opset is not None:
         passes.append(f"converted to opset {new_opset}")

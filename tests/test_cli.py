@@ -128,3 +128,14 @@ def test_one_or_two_images_per_class_still_scan(backdoored_case, tmp_path, n):
     assert result.exit_code in (0, 1)
     assert report["data"]["images_per_class"] == [int(n)] * 6
     assert report["most_suspicious_class"] == 2
+
+
+def test_model_exported_with_a_fixed_batch_of_one_is_scanned(tmp_path):
+    onnx.save(synthetic.linear_classifier(6, backdoor_target=2, fixed_batch=1), tmp_path / "m.onnx")
+    x, y = synthetic.clean_images(6, 4)
+    np.savez(tmp_path / "c.npz", x=x, y=y)
+    report_path = tmp_path / "r.json"
+    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
+    report = json.loads(report_path.read_text())
+    assert result.exit_code == 1 and report["target_class"] == 2
+    assert any("fixed batch size 1" in p for p in report["model"]["conversion_passes"])
