@@ -153,6 +153,36 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
     sys.exit(EXIT_BACKDOOR if outcome.report.backdoor_found else EXIT_CLEAN)
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Clean images for the parity check (default: random inputs in [0, 1]).")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True)
+@click.option("--output", "output_name", default=None, help="Name of the class-score output.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the inspection as JSON here.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+def inspect(model: Path, data: Path | None, layout: str, output_name: str | None, json_path: Path | None,
+            debug: bool) -> None:
+    """Describe MODEL and check that it converts faithfully (exit 0), or say why not (exit 2)."""
+    from .inspection import (
+        inspect_model,
+        render_inspection_json,
+        render_inspection_text,
+    )
+
+    try:
+        report = inspect_model(str(model), str(data) if data else None,
+                               ScanConfig(layout=layout, output_name=output_name))
+        if json_path is not None:
+            _atomic_write(json_path, render_inspection_json(report).encode())
+    except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
+        _fail(exc, json_path, debug)
+        return
+    click.echo(render_inspection_text(report), nl=False)
+    sys.exit(EXIT_CLEAN if report.ok else EXIT_ERROR)
+
+
 def _fail(exc: BaseException, json_path: Path | None, debug: bool) -> None:
     if isinstance(exc, LredError):
         message = str(exc)

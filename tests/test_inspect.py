@@ -1,0 +1,40 @@
+"""``lred inspect``: interface, operators, conversion and parity of an unknown file."""
+import json
+
+import onnx
+import synthetic
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from scanner.cli import main
+
+
+def _inspect(path, *extra):
+    return CliRunner().invoke(main, ["inspect", str(path), *map(str, extra)])
+
+
+def test_convertible_model_is_described_and_exits_0(tmp_path):
+    onnx.save(synthetic.linear_classifier(6, softmax=True, fixed_batch=1), tmp_path / "m.onnx")
+    result = _inspect(tmp_path / "m.onnx", "--json", tmp_path / "i.json")
+    assert result.exit_code == 0, result.output
+    assert "ready to scan" in result.output and "Gemm 1" in result.output
+    report = json.loads((tmp_path / "i.json").read_text())
+    assert report["ok"] and report["num_classes"] == 6 and report["layout"] == "nchw"
+    assert report["score_output"] == "probabilities" and report["argmax_agreement"] == 1.0
+    assert any("fixed batch size 1" in p for p in report["conversion_passes"])
+
+
+def test_unconvertible_model_names_the_operator_and_exits_2(tmp_path):
+    model = synthetic.linear_classifier(5)
+    model.graph.node.append(helper.make_node("Acosh", ["logits"], ["odd"], name="weird_node"))
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("odd", TensorProto.FLOAT, ["N", 5]))
+    onnx.save(model, tmp_path / "m.onnx")
+    result = _inspect(tmp_path / "m.onnx")
+    assert result.exit_code == 2
+    assert "NOT scannable" in result.output and "Acosh (opset 13) at node 'weird_node'" in result.output
+
+
+def test_unreadable_file_exits_2(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"\x00\x01garbage")
+    result = _inspect(tmp_path / "m.onnx")
+    assert result.exit_code == 2 and "Traceback" not in result.output
