@@ -1,8 +1,11 @@
 """ONNX -> differentiable torch module, through a fixed sequence of graph passes and onnx2torch.
 
+Extra op converters for newer opsets are registered with onnx2torch by ``newer_opsets``.
+
 Passes, in order (each one small module):
   subgraph.keep_score_path   drop side outputs (labels, ZipMap, auxiliary heads)
   static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
+  reshape_allowzero.drop_reshape_allowzero   Reshape allowzero=1 (dynamo exporter) where it is moot
   opset.convertible_opset    move to an opset onnx2torch covers, when it does not cover the model's
 
 ``to_torch`` returns the module with every parameter frozen; ``parity.compare_scores`` is the
@@ -17,8 +20,10 @@ import torch
 
 from scanner.errors import ConversionError, UnsupportedOperatorError
 
+from . import newer_opsets  # noqa: F401  (registers extra converters with onnx2torch)
 from .opset import convertible_opset
 from .parity import Parity, compare_scores
+from .reshape_allowzero import drop_reshape_allowzero
 from .static_batch import fixed_batch_size, free_batch_dimension
 from .subgraph import keep_score_path
 from .support import UnsupportedNode, unsupported_nodes
@@ -46,6 +51,9 @@ def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> Conve
     graph, reshapes = free_batch_dimension(graph, input_name)
     if fixed is not None:
         passes.append(f"freed the fixed batch size {fixed} (input and {reshapes} Reshape target(s))")
+    graph, changed = drop_reshape_allowzero(graph)
+    if changed:
+        passes.append(f"dropped allowzero=1 from {changed} Reshape node(s)")
     graph, new_opset = convertible_opset(graph)
     if new_opset is not None:
         passes.append(f"converted to opset {new_opset}")

@@ -58,3 +58,50 @@ def test_graph_with_free_batch_is_left_alone():
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     assert fixed_batch_size(model, "image") is None
     assert converters.static_batch.free_batch_dimension(model, "image") == (model, 0)
+
+
+def _one_node(node, inputs, output_shape, initializers, opset):
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([node], "one", inputs,
+                              [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, output_shape)],
+                              initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def test_reshape_allowzero_is_dropped_only_where_it_is_moot():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converters.reshape_allowzero import drop_reshape_allowzero
+    x = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3])]
+    for shape, expect_dropped in (([-1, 6], 1), ([0, 6], 0)):
+        node = helper.make_node("Reshape", ["x", "s"], ["y"], allowzero=1)
+        model = _one_node(node, x, ["N", 6], [numpy_helper.from_array(np.array(shape, np.int64), "s")], 19)
+        out, changed = drop_reshape_allowzero(model)
+        assert changed == expect_dropped
+    model, _ = drop_reshape_allowzero(_one_node(helper.make_node("Reshape", ["x", "s"], ["y"], allowzero=1), x,
+                                                ["N", 6], [numpy_helper.from_array(np.array([-1, 6]), "s")], 19))
+    module = converters.to_torch(model, "x", "y").module
+    assert module(torch.ones(4, 2, 3)).shape == (4, 6)
+
+
+def test_pad_at_opset_19_converts_and_pad_with_axes_is_refused_by_name():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from scanner.errors import UnsupportedOperatorError
+    x = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])]
+    pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "p")
+    model = _one_node(helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect", name="pad_all"), x,
+                      ["N", 1, 6, 6], [pads], 19)
+    data = np.random.default_rng(0).uniform(size=(2, 1, 4, 4)).astype(np.float32)
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": data})[0]
+    np.testing.assert_allclose(converters.to_torch(model, "x", "y").module(torch.tensor(data)).numpy(), reference,
+                               atol=1e-6)
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "a")
+    short = numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64), "p")
+    model = _one_node(helper.make_node("Pad", ["x", "p", "", "a"], ["y"], name="pad_axes"), x, ["N", 1, 6, 6],
+                      [short, axes], 19)
+    with pytest.raises(UnsupportedOperatorError, match="axes input"):
+        converters.to_torch(model, "x", "y")

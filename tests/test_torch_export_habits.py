@@ -4,6 +4,7 @@ model must convert, match onnxruntime and pass finite, non-zero input gradients.
 The models are tiny and built at test time; weights are random (seeded): only conversion is
 under test here.
 """
+import contextlib
 import io
 import warnings
 
@@ -111,4 +112,21 @@ def test_torchscript_export_converts_and_matches(habit, opset):
 def test_unfused_batchnorm_converts_and_matches(opset):
     model = _export("batchnorm", opset, fold=False)
     assert any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    _check(model)
+
+
+def _export_dynamo(habit: str) -> onnx.ModelProto:
+    pytest.importorskip("onnxscript")  # in the test extra; the dynamo exporter needs it
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(Habits(habit).eval(), (torch.zeros(2, 1, 16, 16),), dynamo=True,
+                                    input_names=["image"], output_names=["scores"],
+                                    dynamic_shapes={"x": {0: torch.export.Dim("N")}})
+    return program.model_proto
+
+
+@pytest.mark.parametrize("habit", HABITS)
+def test_dynamo_export_at_its_default_opset_converts_and_matches(habit):
+    model = _export_dynamo(habit)
+    assert model.opset_import[0].version >= 18
     _check(model)
