@@ -124,6 +124,7 @@ def load_model(path: str | os.PathLike, output_name: str | None = None) -> Loade
         raise UnsupportedModelError(f"input {image.name!r} has rank {len(input_shape)}; "
                                     "expected an image batch of rank 2 (flat), 3 or 4")
 
+    _expose_zipmap_probabilities(graph)
     output = _pick_output(graph, output_name)
     producers = {o: n.op_type for n in graph.node for o in n.output}
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -133,6 +134,19 @@ def load_model(path: str | os.PathLike, output_name: str | None = None) -> Loade
         input_name=image.name, input_shape=input_shape, input_dtype=FLOAT_TYPES[elem],
         output_name=output.name, output_shape=_dims(output),
         score_producer=producers.get(output.name, "unknown"))
+
+
+def _expose_zipmap_probabilities(graph: onnx.GraphProto) -> None:
+    """scikit-learn exports (skl2onnx) wrap the probabilities in ZipMap, a sequence of
+    dictionaries. When no tensor output holds class scores, the float tensor that feeds ZipMap
+    is made a graph output as well (the graph's computation is unchanged)."""
+    if any(_is_score_output(o) for o in graph.output):
+        return
+    known = {v.name: v for v in list(graph.value_info) + list(graph.output)}
+    outputs = {o.name for o in graph.output}
+    for node in graph.node:
+        if node.op_type == "ZipMap" and node.input and node.input[0] in known and node.input[0] not in outputs:
+            graph.output.append(known[node.input[0]])
 
 
 def _pick_output(graph: onnx.GraphProto, output_name: str | None) -> onnx.ValueInfoProto:
