@@ -4,8 +4,9 @@ Extra op converters for newer opsets are registered with onnx2torch by ``newer_o
 
 Passes, in order (each one small module):
   subgraph.keep_score_path   drop side outputs (labels, ZipMap, auxiliary heads)
-  static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
   reshape_allowzero.drop_reshape_allowzero   Reshape allowzero=1 (dynamo exporter) where it is moot
+  static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
+  explicit_padding.make_padding_explicit   auto_pad SAME_* and asymmetric AveragePool pads made explicit
   opset.convertible_opset    move to an opset onnx2torch covers, when it does not cover the model's
 
 ``to_torch`` returns the module with every parameter frozen; ``parity.compare_scores`` is the
@@ -13,6 +14,7 @@ gate that the scanner runs against onnxruntime before any estimation.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import onnx
@@ -20,7 +22,15 @@ import torch
 
 from scanner.errors import ConversionError, UnsupportedOperatorError
 
-from . import newer_opsets  # noqa: F401  (registers extra converters with onnx2torch)
+from . import (  # noqa: F401  (importing them registers extra converters with onnx2torch)
+    gelu,
+    newer_opsets,
+    pooling,
+    reduce_axes_input,
+)
+from .diagnose import describe_refusal
+from .explicit_padding import make_padding_explicit
+from .fixed_batch import FixedBatchModule, runs_on_batch
 from .opset import convertible_opset
 from .parity import Parity, compare_scores
 from .reshape_allowzero import drop_reshape_allowzero
@@ -28,7 +38,7 @@ from .static_batch import fixed_batch_size, free_batch_dimension
 from .subgraph import keep_score_path
 from .support import UnsupportedNode, unsupported_nodes
 
-__all__ = ["ConvertedModel", "Parity", "compare_scores", "to_torch", "unsupported_nodes", "UnsupportedNode"]
+__all__ = ["ConvertedModel", "Parity", "UnsupportedNode", "compare_scores", "to_torch", "unsupported_nodes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,13 +57,17 @@ def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> Conve
     graph = keep_score_path(model, input_name, output_name)
     if graph is not model:
         passes.append(f"kept only the path to output {output_name!r}")
+    # before freeing the batch: a Reshape target [1, K] with allowzero=1 is moot, [0, K] is not
+    graph, changed = drop_reshape_allowzero(graph)
+    if changed:
+        passes.append(f"dropped allowzero=1 from {changed} Reshape node(s)")
     fixed = fixed_batch_size(graph, input_name)
     graph, reshapes = free_batch_dimension(graph, input_name)
     if fixed is not None:
         passes.append(f"freed the fixed batch size {fixed} (input and {reshapes} Reshape target(s))")
-    graph, changed = drop_reshape_allowzero(graph)
-    if changed:
-        passes.append(f"dropped allowzero=1 from {changed} Reshape node(s)")
+    graph, padded = make_padding_explicit(graph)
+    if padded:
+        passes.append(f"made the padding of {padded} convolution/pooling node(s) explicit")
     graph, new_opset = convertible_opset(graph)
     if new_opset is not None:
         passes.append(f"converted to opset {new_opset}")
@@ -67,10 +81,28 @@ def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> Conve
     try:
         module = convert(graph)
     except NotImplementedError as exc:
-        raise UnsupportedOperatorError(f"onnx2torch cannot convert the model: {exc}") from exc
+        raise UnsupportedOperatorError(describe_refusal(graph, exc)) from exc
     except Exception as exc:
         raise ConversionError(f"onnx2torch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
+    if fixed is not None:
+        module = _batch_fallback(module, graph, input_name, fixed, passes)
     return ConvertedModel(module, tuple(passes))
+
+
+def _batch_fallback(module: torch.nn.Module, graph: onnx.ModelProto, input_name: str, fixed: int,
+                    passes: list[str]) -> torch.nn.Module:
+    """The module itself if it runs on any batch size; else it evaluated ``fixed`` images at a time."""
+    dims = next((tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
+                 for v in graph.graph.input if v.name == input_name), ())
+    if len(dims) < 2 or any(d is None for d in dims[1:]) or runs_on_batch(module, fixed + 1, dims[1:]):
+        return module
+    if not runs_on_batch(module, fixed, dims[1:]):
+        raise ConversionError(f"the converted module runs on no batch size (the graph bakes in {fixed})")
+    message = (f"the graph bakes batch size {fixed} in beyond its input and Reshape targets: evaluating "
+               f"{fixed} image(s) at a time (correct but slower)")
+    logging.getLogger(__name__).warning(message)
+    passes.append(message)
+    return FixedBatchModule(module, fixed)
