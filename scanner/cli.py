@@ -95,6 +95,9 @@ def main() -> None:
               help="Shorten the step that first reaches pi by bisection, to this length (pixel units).")
 @click.option("--relative-step", type=float, default=None,
               help="Step length max(delta, RELATIVE_STEP * ||v||) instead of a fixed delta.")
+@click.option("--adaptive-step", type=float, default=None, metavar="DELTA_MAX",
+              help="Per-target step between delta and DELTA_MAX, halved while the source weights w move "
+                   "and lengthened while they hold (L-RED; see README 'Step size').")
 @click.option("--images-per-class", "-n", default=DEFAULTS.images_per_class, show_default=True, type=int,
               help="N clean images per class (correctly classified ones only).")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed for choosing the images.")
@@ -124,7 +127,7 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution: float | None,
-         relative_step: float | None,
+         relative_step: float | None, adaptive_step: float | None,
          images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, output_name: str | None, batch_images: int,
@@ -136,7 +139,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
     try:
         config = ScanConfig(method=method, exact=exact, crossing_resolution=crossing_resolution,
-                            relative_step=relative_step,
+                            relative_step=relative_step, adaptive_step=adaptive_step,
                             images_per_class=images_per_class, seed=seed, pi=pi, delta=delta,
                             max_iterations=max_iterations, alpha=alpha, layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,

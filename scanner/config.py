@@ -25,6 +25,7 @@ class ScanConfig:
     exact: bool = False                # Algorithm 1 literally: one target at a time, 2 passes/step
     crossing_resolution: float | None = None  # bisect the step that crosses pi to this length
     relative_step: float | None = None # step = max(delta, relative_step * ||v||); None: fixed delta
+    adaptive_step: float | None = None # largest step of the weight-controlled schedule; None: fixed
     images_per_class: int = 8          # N, Sec. 4.3
     seed: int = 0                      # picks the N clean images per class
     pi: float = 0.9                    # Sec. 4.3
@@ -48,8 +49,11 @@ class ScanConfig:
             (self.crossing_resolution is None or self.crossing_resolution > 0,
              "crossing_resolution must be > 0"),
             (self.relative_step is None or 0 < self.relative_step < 1, "relative_step must lie in (0, 1)"),
-            (not (self.exact and (self.relative_step or self.crossing_resolution)),
-             "exact mode runs Algorithm 1 as written: no relative_step or crossing_resolution"),
+            (not (self.exact and (self.relative_step or self.crossing_resolution or self.adaptive_step)),
+             "exact mode runs Algorithm 1 as written: no relative_step, crossing_resolution or adaptive_step"),
+            (self.adaptive_step is None or self.adaptive_step >= self.delta,
+             "adaptive_step (the largest step) must be >= delta (the smallest)"),
+            (not (self.adaptive_step and self.relative_step), "choose one of adaptive_step and relative_step"),
             (self.images_per_class >= 1, "images_per_class must be >= 1"),
             (0.0 < self.pi < 1.0, "pi must lie in (0, 1)"),
             (self.delta > 0.0, "delta must be > 0"),

@@ -9,10 +9,14 @@ For each putative target class t, starting from v = 0 and w uniform over s != t 
     line 10  w_s(tau+1) = softmax_{s != t}(q_st(v(tau+1)) / T(tau+1))                     eq. (8)
     line 12  w(tau+1) = w(0) when Q_t(v(tau+1), w(tau)) = 0
 
-The only change to the paper's loop is in scheduling, not numerics: every unfinished target is
-in one batched forward/backward per iteration, and the forward pass at v(tau+1) serves both the
-stopping check of line 5 and the gradient of line 4 of the next iteration (J_t is linear in w,
-so per-source gradient sums are kept and combined with w(tau+1) once the q_st are known).
+By default the only change to the paper's loop is in scheduling, not numerics: every unfinished
+target is in one batched forward/backward per iteration, and the forward pass at v(tau+1) serves
+both the stopping check of line 5 and the gradient of line 4 of the next iteration (J_t is linear
+in w, so per-source gradient sums are kept and combined with w(tau+1) once the q_st are known).
+
+Opt-in changes to the step length (each measured in docs/benchmarks.md and README "Step size"):
+``relative_step`` (step proportional to ||v||), ``crossing_resolution`` (bisect the step that
+crosses pi) and ``adaptive_step`` (a per-target step controlled by how much w moved, below).
 """
 from __future__ import annotations
 
@@ -44,6 +48,18 @@ class Job:
     target: int
     sources: tuple[int, ...]
     adapt_weights: bool = True
+
+
+# Weight-controlled step (``adaptive_step``). A fixed normalized step lengthens v by a whole step
+# between two updates of w; while w is still moving, part of that length goes to classes that
+# lose their weight and stays in ||v_t||. So, per target, after each update of eqs. (7)-(8):
+# halve the step (never below delta) when ||w(tau+1) - w(tau)||_1 > WEIGHT_CHANGE_SHRINK, and
+# lengthen it by STEP_GROWTH (never above adaptive_step) when the change is below
+# WEIGHT_CHANGE_GROW and Q_t > 0. Thresholds chosen in benchmarks/adaptive_step.py on the sample
+# model (docs/benchmarks.md, "Prototype"); they are not tuned per model.
+WEIGHT_CHANGE_SHRINK = 0.01
+WEIGHT_CHANGE_GROW = 0.003
+STEP_GROWTH = 1.25
 
 
 def lred_jobs(num_classes: int) -> list[Job]:
@@ -81,7 +97,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                       batch_images: int, jobs: Sequence[Job] | None = None,
                       confirm: Confirm | None = None, max_rejected_iterations: int = 0,
                       progress: Progress | None = None, crossing_resolution: float | None = None,
-                      relative_step: float | None = None) -> list[PatternEstimate]:
+                      relative_step: float | None = None,
+                      adaptive_step: float | None = None) -> list[PatternEstimate]:
     """Run Algorithm 1 for every job (by default L-RED: every putative target class).
 
     ``pixels`` (M, *pixel_shape) clean images in [0, 1], ``labels`` (M,) their classes.
@@ -92,7 +109,13 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     length) that still reaches pi; the stopping check then sees the same w(tau) as line 5.
     ``relative_step``: when set, the step length is max(delta, relative_step * ||v(tau)||)
     instead of delta, so the path is resolved to the same relative precision at every scale.
+    ``adaptive_step``: when set (> delta), each job's step starts at delta and is controlled by
+    the change of its weights (see WEIGHT_CHANGE_SHRINK), between delta and adaptive_step; the
+    crossing step is then bisected to ``crossing_resolution`` or, when that is unset, to delta.
+    Jobs whose weights do not adapt (U-RED, P-RED) keep the fixed step delta.
     """
+    if adaptive_step is not None and crossing_resolution is None:
+        crossing_resolution = delta
     device = classifier.device
     x_all = pixels.to(device)
     y_all = labels.to(device)
@@ -113,6 +136,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         mask = torch.ones(1, K, dtype=torch.bool, device=device)
         mask[0, list(j.sources)] = False
         excluded.append(mask)
+    step_length = [delta] * n
     iterations = [0] * n
     rejections = [0] * n
     first_rejection: list[int | None] = [None] * n
@@ -179,15 +203,22 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 finish(i, q, fraction, STATUS_MAX_ITERATIONS)
                 return
             if jobs[i].adapt_weights:
-                w[i] = update_weights(q[None], torch.as_tensor([fraction], device=device, dtype=dtype),
-                                      excluded[i])[0]
+                updated = update_weights(q[None], torch.as_tensor([fraction], device=device, dtype=dtype),
+                                         excluded[i])[0]
+                if adaptive_step is not None:
+                    change = float(torch.linalg.vector_norm(updated - w[i], ord=1))
+                    if change > WEIGHT_CHANGE_SHRINK:
+                        step_length[i] = max(0.5 * step_length[i], delta)
+                    elif change < WEIGHT_CHANGE_GROW and fraction > 0:
+                        step_length[i] = min(STEP_GROWTH * step_length[i], adaptive_step)
+                w[i] = updated
         coefficient = (w[i] * inv_counts).reshape((K,) + (1,) * len(pixel_shape))
         gradient = (coefficient * grad_by_source).sum(dim=0)              # grad_v J_t(v, w)
         norm = torch.linalg.vector_norm(gradient)
         if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
             finish(i, q, fraction, STATUS_ZERO_GRADIENT)
             return
-        length = delta
+        length = step_length[i]
         if relative_step is not None:
             length = max(delta, relative_step * float(torch.linalg.vector_norm(v[i])))
         last_step[i] = length * gradient / norm                           # eq. (5)

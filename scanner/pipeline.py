@@ -140,7 +140,8 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
             classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
             batch_images=config.batch_images, confirm=check.confirm,
             max_rejected_iterations=config.verify_extra_iterations,
-            crossing_resolution=config.crossing_resolution, relative_step=config.relative_step, **common)
+            crossing_resolution=config.crossing_resolution, relative_step=config.relative_step,
+            adaptive_step=config.adaptive_step, **common)
     lap("estimate")
 
     say("verify", "re-computing misclassification fractions with onnxruntime")
