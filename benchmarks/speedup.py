@@ -1,0 +1,140 @@
+"""Side by side: the same zoo models scanned with L-RED (N = 8) under several step settings.
+
+The first setting is the baseline (by default the paper-exact loop at delta = 1e-4); every
+other one is compared with it on each model: verdict, inferred target, side of alpha, the
+backdoor target's ||v||, and wall and CPU seconds (speed-up = baseline / setting). Scans are
+run through ``benchmarks/run.py`` (same results folders, resumable), one after another, so a
+table mixes no two machines.
+
+    python benchmarks/speedup.py --zoo DIR --out RESULTS [--subset PATTERN ...] [--threads 1]
+        [--settings exact,delta=1e-4 default adaptive=2e-2] [--json out.json]
+
+A setting is ``default`` or comma-separated ``exact``, ``delta=D``, ``cr=R``, ``rel=K``,
+``adaptive=M``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run
+import zoo
+
+DEFAULT_SETTINGS = ["exact,delta=1e-4", "default", "adaptive=2e-2"]
+
+
+def parse_setting(text: str) -> run.Setting:
+    fields: dict = {}
+    for part in filter(None, text.split(",")):
+        if part == "default":
+            continue
+        if part == "exact":
+            fields["exact"] = True
+            continue
+        key, _, value = part.partition("=")
+        name = {"delta": "delta", "cr": "crossing_resolution", "rel": "relative_step",
+                "adaptive": "adaptive_step"}.get(key)
+        if name is None or not value:
+            raise SystemExit(f"bad setting part {part!r}")
+        fields[name] = float(value)
+    return run.Setting(**fields)
+
+
+def scan(model: dict, setting: run.Setting, args: argparse.Namespace) -> dict:
+    folder = args.out / setting.label / model["name"]
+    report_path, run_path = folder / "lred8.json", folder / "lred8.run.json"
+    if not (report_path.exists() and run_path.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        command = run.scan_command(args.zoo / model["name"] / model["model"],
+                                   args.zoo / model["name"] / model["clean_images"], "lred8", setting, report_path)
+        command += ["--max-iterations", str(args.max_iterations)]
+        measured = run.run_scan(command, report_path, args.threads)
+        run_path.write_text(json.dumps(measured, indent=1) + "\n")
+        print(f"{model['name']} {setting.label}: exit {measured['exit_code']}, {measured['wall_seconds']:.0f} s",
+              file=sys.stderr, flush=True)
+    measured = json.loads(run_path.read_text())
+    report = json.loads(report_path.read_text()) if report_path.exists() else {"verdict": "error"}
+    return run.summarize(model, "lred8", measured, report)
+
+
+def side(row: dict, alpha: float = 0.05) -> str:
+    return "–" if row["p_value"] is None else ("<" if row["p_value"] < alpha else "≥")
+
+
+def render(models: list[dict], labels: list[str], rows: dict) -> str:
+    base = labels[0]
+    out = [f"Baseline: {base}. Agreement = same verdict, same inferred target, same side of alpha.", "",
+           "| model | truth | setting | verdict (target) | log10 p | ‖v‖ true target / min | iterations (max over t) "
+           "| wall s | CPU s | speed-up wall / CPU | agrees |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for model in models:
+        b = rows[(model["name"], base)]
+        for label in labels:
+            r = rows[(model["name"], label)]
+            truth = "clean" if r["true_target"] is None else f"{r['true_target']} <- " + ",".join(
+                map(str, r["true_sources"]))
+            found = f"{r['verdict']} ({r['target_class'] if r['target_class'] is not None else '–'})"
+            norms = " / ".join("–" if v is None else f"{v:.3f}" for v in (r["true_target_norm"], r["min_norm"]))
+            logp = "–" if r["log10_p_value"] is None else f"{r['log10_p_value']:.1f}"
+            if label == base:
+                speed, agrees = "1", "baseline"
+            else:
+                speed = f"{b['wall_seconds'] / r['wall_seconds']:.1f} / {b['cpu_seconds'] / r['cpu_seconds']:.1f}"
+                same = (r["verdict"] == b["verdict"] and r["target_class"] == b["target_class"]
+                        and side(r) == side(b))
+                agrees = "yes" if same else "**no**"
+            out.append(f"| {model['name']} | {truth} | {label} | {found} | {logp} | {norms} | "
+                       f"{r.get('max_iterations', '–')} | {r['wall_seconds']:.0f} | {r['cpu_seconds']:.0f} | {speed} | "
+                       f"{agrees} |")
+    out += ["", "| setting | models | agree with baseline | right decision | total wall s | total CPU s | "
+                "speed-up (total wall / total CPU) |", "|---|---|---|---|---|---|---|"]
+    total_b = [sum(rows[(m["name"], base)][k] for m in models) for k in ("wall_seconds", "cpu_seconds")]
+    for label in labels:
+        chosen = [rows[(m["name"], label)] for m in models]
+        agree = sum(r["verdict"] == rows[(r["model"], base)]["verdict"]
+                    and r["target_class"] == rows[(r["model"], base)]["target_class"]
+                    and side(r) == side(rows[(r["model"], base)]) for r in chosen)
+        wall, cpu = sum(r["wall_seconds"] for r in chosen), sum(r["cpu_seconds"] for r in chosen)
+        out.append(f"| {label} | {len(chosen)} | {agree} | {sum(r['success'] for r in chosen)} | {wall:.0f} | "
+                   f"{cpu:.0f} | {total_b[0] / wall:.1f} / {total_b[1] / cpu:.1f} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", type=Path, default=zoo.DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "lred" / "zoo-results")
+    parser.add_argument("--subset", nargs="*", help="model names or fnmatch patterns")
+    parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS)
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for each scan")
+    parser.add_argument("--max-iterations", type=int, default=100000,
+                        help="tau_max for every setting (high, so that delta = 1e-4 is not cut short)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    settings = [parse_setting(s) for s in args.settings]
+    manifest = json.loads((args.zoo / "manifest.json").read_text())
+    models = [m for m in manifest["models"] if m["attack_took"]]
+    if args.subset:
+        names = {s.name for s in zoo.select([zoo.ModelSpec(**m["spec"]) for m in models], args.subset)}
+        models = [m for m in models if m["name"] in names]
+    rows = {}
+    for model in models:
+        for setting in settings:
+            row = scan(model, setting, args)
+            report_path = args.out / setting.label / model["name"] / "lred8.json"
+            if report_path.exists():
+                classes = json.loads(report_path.read_text()).get("classes", [])
+                row["max_iterations"] = max((c["iterations"] for c in classes), default=None)
+            rows[(model["name"], setting.label)] = row
+    labels = [s.label for s in settings]
+    if args.json is not None:
+        args.json.write_text(json.dumps({"settings": labels, "results": list(rows.values())}, indent=1) + "\n")
+    print(render(models, labels, rows), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
