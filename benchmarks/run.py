@@ -5,7 +5,7 @@ resident memory (``os.wait4`` rusage) are stored beside the report. A scan whose
 already exists is not run again, so an interrupted run resumes where it stopped.
 
     python benchmarks/run.py --zoo DIR --out RESULTS [--subset PATTERN ...] [--methods lred8 lred2 ured8 pred8]
-                             [--delta 1e-2] [--crossing-resolution R] [--relative-step K] [--adaptive-step M] [--exact]
+                             [--delta 1e-2] [--crossing-resolution R] [--relative-step K] [--adaptive-step M] [--fixed-step] [--exact]
                              [--threads 1] [--json all.json] [--report-only]
 
 Table 2 counts, per group, attacks detected with the right target (clean: models with no
@@ -42,6 +42,7 @@ class Setting:
     relative_step: float | None = None
     exact: bool = False
     adaptive_step: float | None = None
+    fixed_step: bool = False
 
     @property
     def label(self) -> str:
@@ -52,6 +53,8 @@ class Setting:
             parts.append(f"rel{self.relative_step:g}")
         if self.adaptive_step is not None:
             parts.append(f"adaptive{self.adaptive_step:g}")
+        if self.fixed_step:
+            parts.append("fixed")
         if self.exact:
             parts.append("exact")
         return "_".join(parts)
@@ -66,6 +69,8 @@ class Setting:
             flags += ["--relative-step", f"{self.relative_step:g}"]
         if self.adaptive_step is not None:
             flags += ["--adaptive-step", f"{self.adaptive_step:g}"]
+        if self.fixed_step:
+            flags.append("--fixed-step")
         if self.exact:
             flags.append("--exact")
         return flags
@@ -173,12 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crossing-resolution", type=float, default=None)
     parser.add_argument("--relative-step", type=float, default=None)
     parser.add_argument("--adaptive-step", type=float, default=None)
+    parser.add_argument("--fixed-step", action="store_true", help="steps of exactly delta")
     parser.add_argument("--exact", action="store_true", help="the paper-exact per-target loop")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for each scan")
     parser.add_argument("--json", type=Path, default=None, help="write every raw result here")
     parser.add_argument("--report-only", action="store_true", help="run no scan; tabulate what exists")
     args = parser.parse_args(argv)
-    setting = Setting(args.delta, args.crossing_resolution, args.relative_step, args.exact, args.adaptive_step)
+    setting = Setting(args.delta, args.crossing_resolution, args.relative_step, args.exact, args.adaptive_step,
+                      args.fixed_step)
     manifest = json.loads((args.zoo / "manifest.json").read_text())
     models = [m for m in manifest["models"] if m["attack_took"]]
     if args.subset:

@@ -7,10 +7,10 @@ run through ``benchmarks/run.py`` (same results folders, resumable), one after a
 table mixes no two machines.
 
     python benchmarks/speedup.py --zoo DIR --out RESULTS [--subset PATTERN ...] [--threads 1]
-        [--settings exact,delta=1e-4 default adaptive=2e-2] [--json out.json]
+        [--settings exact,delta=1e-4 fixed default] [--json out.json]
 
-A setting is ``default`` or comma-separated ``exact``, ``delta=D``, ``cr=R``, ``rel=K``,
-``adaptive=M``.
+A setting is ``default`` (the scanner's defaults) or comma-separated ``exact``, ``fixed``
+(``--fixed-step``), ``delta=D``, ``cr=R``, ``rel=K``, ``adaptive=M``.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run
 import zoo
 
-DEFAULT_SETTINGS = ["exact,delta=1e-4", "default", "adaptive=2e-2"]
+DEFAULT_SETTINGS = ["exact,delta=1e-4", "fixed", "default"]
 
 
 def parse_setting(text: str) -> run.Setting:
@@ -31,8 +31,8 @@ def parse_setting(text: str) -> run.Setting:
     for part in filter(None, text.split(",")):
         if part == "default":
             continue
-        if part == "exact":
-            fields["exact"] = True
+        if part in ("exact", "fixed"):
+            fields["exact" if part == "exact" else "fixed_step"] = True
             continue
         key, _, value = part.partition("=")
         name = {"delta": "delta", "cr": "crossing_resolution", "rel": "relative_step",

@@ -96,8 +96,11 @@ def main() -> None:
 @click.option("--relative-step", type=float, default=None,
               help="Step length max(delta, RELATIVE_STEP * ||v||) instead of a fixed delta.")
 @click.option("--adaptive-step", type=float, default=None, metavar="DELTA_MAX",
-              help="Per-target step between delta and DELTA_MAX, halved while the source weights w move "
-                   "and lengthened while they hold (L-RED; see README 'Step size').")
+              help=f"Largest step of the default schedule: each target's step lies between delta and "
+                   f"DELTA_MAX, halved while the source weights w move, lengthened while they hold "
+                   f"(README 'Step size').  [default: {DEFAULTS.adaptive_step:g}]")
+@click.option("--fixed-step", is_flag=True,
+              help="Every step exactly delta (Algorithm 1's schedule; implied by --exact and --relative-step).")
 @click.option("--images-per-class", "-n", default=DEFAULTS.images_per_class, show_default=True, type=int,
               help="N clean images per class (correctly classified ones only).")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed for choosing the images.")
@@ -127,7 +130,7 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution: float | None,
-         relative_step: float | None, adaptive_step: float | None,
+         relative_step: float | None, adaptive_step: float | None, fixed_step: bool,
          images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, output_name: str | None, batch_images: int,
@@ -137,6 +140,10 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
     from .reporters import render_json, render_text
 
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
+    if adaptive_step is not None and (fixed_step or exact or relative_step is not None):
+        raise click.UsageError("--adaptive-step cannot be combined with --fixed-step, --exact or --relative-step")
+    if adaptive_step is None and not (fixed_step or exact or relative_step is not None):
+        adaptive_step = max(DEFAULTS.adaptive_step, delta)
     try:
         config = ScanConfig(method=method, exact=exact, crossing_resolution=crossing_resolution,
                             relative_step=relative_step, adaptive_step=adaptive_step,

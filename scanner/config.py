@@ -25,11 +25,11 @@ class ScanConfig:
     exact: bool = False                # Algorithm 1 literally: one target at a time, 2 passes/step
     crossing_resolution: float | None = None  # bisect the step that crosses pi to this length
     relative_step: float | None = None # step = max(delta, relative_step * ||v||); None: fixed delta
-    adaptive_step: float | None = None # largest step of the weight-controlled schedule; None: fixed
+    adaptive_step: float | None = 2e-2 # largest step of the weight-controlled schedule; None: fixed delta
     images_per_class: int = 8          # N, Sec. 4.3
     seed: int = 0                      # picks the N clean images per class
     pi: float = 0.9                    # Sec. 4.3
-    delta: float = 1e-3                # step length, see README "Step size"
+    delta: float = 1e-3                # (smallest) step length, see README "Step size"
     max_iterations: int = 20000        # tau_max of Algorithm 1
     alpha: float = 0.05                # phi of Sec. 3.2
     layout: str = "auto"               # how the model lays out pixels
@@ -50,10 +50,12 @@ class ScanConfig:
              "crossing_resolution must be > 0"),
             (self.relative_step is None or 0 < self.relative_step < 1, "relative_step must lie in (0, 1)"),
             (not (self.exact and (self.relative_step or self.crossing_resolution or self.adaptive_step)),
-             "exact mode runs Algorithm 1 as written: no relative_step, crossing_resolution or adaptive_step"),
+             "exact mode runs Algorithm 1 as written: no relative_step or crossing_resolution, and "
+             "adaptive_step=None (fixed steps)"),
             (self.adaptive_step is None or self.adaptive_step >= self.delta,
              "adaptive_step (the largest step) must be >= delta (the smallest)"),
-            (not (self.adaptive_step and self.relative_step), "choose one of adaptive_step and relative_step"),
+            (not (self.adaptive_step and self.relative_step),
+             "choose one of adaptive_step and relative_step (set adaptive_step=None for relative steps)"),
             (self.images_per_class >= 1, "images_per_class must be >= 1"),
             (0.0 < self.pi < 1.0, "pi must lie in (0, 1)"),
             (self.delta > 0.0, "delta must be > 0"),

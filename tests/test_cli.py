@@ -110,13 +110,24 @@ def test_baseline_methods_find_the_planted_backdoor(backdoored_case, tmp_path, m
 def test_exact_mode_gives_the_same_norms_as_the_batched_engine(backdoored_case, tmp_path):
     model, data = backdoored_case
     reports = []
-    for extra in ([], ["--exact"]):
+    for extra in (["--fixed-step"], ["--exact"], []):
         path = tmp_path / f"r{len(reports)}.json"
         _scan(model, "--data", data, *FAST_OPTIONS, "--json", path, *extra)
         reports.append(json.loads(path.read_text()))
-    fast, exact = ([c["pattern_norm"] for c in r["classes"]] for r in reports)
-    np.testing.assert_allclose(fast, exact, rtol=1e-4)
-    assert reports[0]["verdict"] == reports[1]["verdict"] == "backdoor"
+    fixed, exact, adaptive = ([c["pattern_norm"] for c in r["classes"]] for r in reports)
+    np.testing.assert_allclose(fixed, exact, rtol=1e-4)
+    assert [r["verdict"] for r in reports] == ["backdoor"] * 3
+    assert reports[2]["target_class"] == reports[1]["target_class"]
+    assert reports[2]["config"]["adaptive_step"] == 0.02 and reports[1]["config"]["adaptive_step"] is None
+    np.testing.assert_allclose(adaptive, exact, rtol=0.1)    # the default schedule: lengths between delta and 2e-2
+
+
+def test_adaptive_step_conflicts_are_usage_errors(backdoored_case):
+    model, data = backdoored_case
+    for extra in (["--fixed-step"], ["--exact"], ["--relative-step", "0.01"]):
+        result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "--adaptive-step", "0.02",
+                                           *extra])
+        assert result.exit_code == 2 and "--adaptive-step cannot be combined" in result.output
 
 
 @pytest.mark.parametrize("n", ["1", "2"])
