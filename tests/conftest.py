@@ -17,7 +17,8 @@ SAMPLES = REPO / "sample_models"
 # Tiny models: more threads than this only add overhead, and CI has 2 cores.
 torch.set_num_threads(1)
 
-# Fast but real settings for the synthetic scans: 6 classes, 4 images each, delta 1e-2.
+# Fast but real settings: 4 images per class, smallest step 1e-2 (the default schedule then
+# lengthens it up to 2e-2 where the weights hold).
 FAST_OPTIONS = ["--images-per-class", "4", "--delta", "0.01", "--quiet"]
 
 

@@ -1,8 +1,9 @@
 """End-to-end scans of the committed Fashion-MNIST sample models (sample_models/README.md).
 
-To keep the suite fast on 2 CPU cores these scans use N = 4 clean images per class and a step
-delta = 1e-2 (ten times the default): about 20 s per model here. The default settings (N = 8,
-delta = 1e-3) are measured in README.md.
+To keep the suite fast on 2 CPU cores these scans use N = 4 clean images per class and a
+smallest step delta = 1e-2 (ten times the default; the default schedule lengthens it up to
+2e-2): about 20 s per model here. The default settings (N = 8, delta = 1e-3) are measured in
+README.md.
 """
 import json
 
