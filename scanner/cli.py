@@ -98,7 +98,7 @@ def main() -> None:
 @click.option("--adaptive-step", type=float, default=None, metavar="DELTA_MAX",
               help=f"Largest step of the default schedule: each target's step lies between delta and "
                    f"DELTA_MAX, halved while the source weights w move, lengthened while they hold "
-                   f"(README 'Step size').  [default: {DEFAULTS.adaptive_step:g}]")
+                   f"(README 'Step schedule').  [default: {DEFAULTS.adaptive_step:g}]")
 @click.option("--fixed-step", is_flag=True,
               help="Every step exactly delta (Algorithm 1's schedule; implied by --exact and --relative-step).")
 @click.option("--images-per-class", "-n", default=DEFAULTS.images_per_class, show_default=True, type=int,

@@ -29,7 +29,7 @@ class ScanConfig:
     images_per_class: int = 8          # N, Sec. 4.3
     seed: int = 0                      # picks the N clean images per class
     pi: float = 0.9                    # Sec. 4.3
-    delta: float = 1e-3                # (smallest) step length, see README "Step size"
+    delta: float = 1e-3                # (smallest) step length, see README "Step schedule"
     max_iterations: int = 20000        # tau_max of Algorithm 1
     alpha: float = 0.05                # phi of Sec. 3.2
     layout: str = "auto"               # how the model lays out pixels

@@ -9,14 +9,15 @@ For each putative target class t, starting from v = 0 and w uniform over s != t 
     line 10  w_s(tau+1) = softmax_{s != t}(q_st(v(tau+1)) / T(tau+1))                     eq. (8)
     line 12  w(tau+1) = w(0) when Q_t(v(tau+1), w(tau)) = 0
 
-By default the only change to the paper's loop is in scheduling, not numerics: every unfinished
-target is in one batched forward/backward per iteration, and the forward pass at v(tau+1) serves
-both the stopping check of line 5 and the gradient of line 4 of the next iteration (J_t is linear
-in w, so per-source gradient sums are kept and combined with w(tau+1) once the q_st are known).
+Scheduling: every unfinished target is in one batched forward/backward per iteration, and the
+forward pass at v(tau+1) serves both the stopping check of line 5 and the gradient of line 4 of
+the next iteration (J_t is linear in w, so per-source gradient sums are kept and combined with
+w(tau+1) once the q_st are known). With a fixed step this is Algorithm 1 exactly.
 
-Opt-in changes to the step length (each measured in docs/benchmarks.md and README "Step size"):
+Step length (each option measured in docs/benchmarks.md and README "Step schedule"):
+``adaptive_step`` (the scan's default: a per-target step controlled by how much w moved, below),
 ``relative_step`` (step proportional to ||v||), ``crossing_resolution`` (bisect the step that
-crosses pi) and ``adaptive_step`` (a per-target step controlled by how much w moved, below).
+crosses pi).
 """
 from __future__ import annotations
 
