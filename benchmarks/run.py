@@ -168,11 +168,26 @@ def render(rows: list[dict], methods: list[str], setting: Setting) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
+    """--zoo, --out and --subset, shared by the benchmark commands."""
     parser.add_argument("--zoo", type=Path, default=zoo.DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "lred" / "zoo-results")
     parser.add_argument("--subset", nargs="*", help="model names or fnmatch patterns")
+
+
+def zoo_models(zoo_dir: Path, subset: list[str] | None) -> list[dict]:
+    """The zoo's models whose attack took (and clean ones), restricted to ``subset`` when given."""
+    manifest = json.loads((zoo_dir / "manifest.json").read_text())
+    models = [m for m in manifest["models"] if m["attack_took"]]
+    if subset:
+        names = {s.name for s in zoo.select([zoo.ModelSpec(**m["spec"]) for m in models], subset)}
+        models = [m for m in models if m["name"] in names]
+    return models
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_zoo_arguments(parser)
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--delta", type=float, default=None, help="step length (default: the scanner's)")
     parser.add_argument("--crossing-resolution", type=float, default=None)
@@ -186,11 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setting = Setting(args.delta, args.crossing_resolution, args.relative_step, args.exact, args.adaptive_step,
                       args.fixed_step)
-    manifest = json.loads((args.zoo / "manifest.json").read_text())
-    models = [m for m in manifest["models"] if m["attack_took"]]
-    if args.subset:
-        names = {s.name for s in zoo.select([zoo.ModelSpec(**m["spec"]) for m in models], args.subset)}
-        models = [m for m in models if m["name"] in names]
+    models = zoo_models(args.zoo, args.subset)
     rows = []
     for model in models:
         for method in args.methods:

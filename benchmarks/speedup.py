@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run
-import zoo
 
 DEFAULT_SETTINGS = ["exact,delta=1e-4", "fixed", "default"]
 
@@ -64,6 +63,12 @@ def side(row: dict, alpha: float = 0.05) -> str:
     return "–" if row["p_value"] is None else ("<" if row["p_value"] < alpha else "≥")
 
 
+def agrees(row: dict, baseline: dict) -> bool:
+    """Same verdict, same inferred target, same side of alpha."""
+    return (row["verdict"] == baseline["verdict"] and row["target_class"] == baseline["target_class"]
+            and side(row) == side(baseline))
+
+
 def render(models: list[dict], labels: list[str], rows: dict) -> str:
     base = labels[0]
     out = [f"Baseline: {base}. Agreement = same verdict, same inferred target, same side of alpha.", "",
@@ -80,23 +85,19 @@ def render(models: list[dict], labels: list[str], rows: dict) -> str:
             norms = " / ".join("–" if v is None else f"{v:.3f}" for v in (r["true_target_norm"], r["min_norm"]))
             logp = "–" if r["log10_p_value"] is None else f"{r['log10_p_value']:.1f}"
             if label == base:
-                speed, agrees = "1", "baseline"
+                speed, agreement = "1", "baseline"
             else:
                 speed = f"{b['wall_seconds'] / r['wall_seconds']:.1f} / {b['cpu_seconds'] / r['cpu_seconds']:.1f}"
-                same = (r["verdict"] == b["verdict"] and r["target_class"] == b["target_class"]
-                        and side(r) == side(b))
-                agrees = "yes" if same else "**no**"
+                agreement = "yes" if agrees(r, b) else "**no**"
             out.append(f"| {model['name']} | {truth} | {label} | {found} | {logp} | {norms} | "
                        f"{r.get('max_iterations', '–')} | {r['wall_seconds']:.0f} | {r['cpu_seconds']:.0f} | {speed} | "
-                       f"{agrees} |")
+                       f"{agreement} |")
     out += ["", "| setting | models | agree with baseline | right decision | total wall s | total CPU s | "
                 "speed-up (total wall / total CPU) |", "|---|---|---|---|---|---|---|"]
     total_b = [sum(rows[(m["name"], base)][k] for m in models) for k in ("wall_seconds", "cpu_seconds")]
     for label in labels:
         chosen = [rows[(m["name"], label)] for m in models]
-        agree = sum(r["verdict"] == rows[(r["model"], base)]["verdict"]
-                    and r["target_class"] == rows[(r["model"], base)]["target_class"]
-                    and side(r) == side(rows[(r["model"], base)]) for r in chosen)
+        agree = sum(agrees(r, rows[(r["model"], base)]) for r in chosen)
         wall, cpu = sum(r["wall_seconds"] for r in chosen), sum(r["cpu_seconds"] for r in chosen)
         out.append(f"| {label} | {len(chosen)} | {agree} | {sum(r['success'] for r in chosen)} | {wall:.0f} | "
                    f"{cpu:.0f} | {total_b[0] / wall:.1f} / {total_b[1] / cpu:.1f} |")
@@ -105,9 +106,7 @@ def render(models: list[dict], labels: list[str], rows: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zoo", type=Path, default=zoo.DEFAULT_CACHE)
-    parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "lred" / "zoo-results")
-    parser.add_argument("--subset", nargs="*", help="model names or fnmatch patterns")
+    run.add_zoo_arguments(parser)
     parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for each scan")
     parser.add_argument("--max-iterations", type=int, default=100000,
@@ -115,11 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     settings = [parse_setting(s) for s in args.settings]
-    manifest = json.loads((args.zoo / "manifest.json").read_text())
-    models = [m for m in manifest["models"] if m["attack_took"]]
-    if args.subset:
-        names = {s.name for s in zoo.select([zoo.ModelSpec(**m["spec"]) for m in models], args.subset)}
-        models = [m for m in models if m["name"] in names]
+    models = run.zoo_models(args.zoo, args.subset)
     rows = {}
     for model in models:
         for setting in settings:
