@@ -101,6 +101,28 @@ def run_scan(command: list[str], report: Path, threads: int | None) -> dict:
             "stdout": stdout[-2000:], "stderr": stderr[-2000:], "report": report.name}
 
 
+def cached_scan(zoo_dir: Path, out: Path, model: dict, method: str, setting: Setting, threads: int | None,
+                extra: list[str] = (), run_missing: bool = True) -> tuple[dict, dict] | None:
+    """(measurements, lred report) of one scan, read from OUT/<setting>/<model>/ when both files are
+    there, else run now (None when missing and ``run_missing`` is false); a scan that wrote no
+    report counts as verdict "error"."""
+    folder = out / setting.label / model["name"]
+    report_path, run_path = folder / f"{method}.json", folder / f"{method}.run.json"
+    if not (report_path.exists() and run_path.exists()):
+        if not run_missing:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        command = scan_command(zoo_dir / model["name"] / model["model"],
+                               zoo_dir / model["name"] / model["clean_images"], method, setting, report_path)
+        measured = run_scan(command + list(extra), report_path, threads)
+        run_path.write_text(json.dumps(measured, indent=1) + "\n")
+        print(f"{model['name']} {setting.label} {method}: exit {measured['exit_code']}, "
+              f"{measured['wall_seconds']:.0f} s, {measured['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+    measured = json.loads(run_path.read_text())
+    report = json.loads(report_path.read_text()) if report_path.exists() else {"verdict": "error"}
+    return measured, report
+
+
 def summarize(model: dict, method: str, run: dict, report: dict) -> dict:
     """One row of raw results: ground truth, verdict, and whether it counts as a success."""
     truth = model["ground_truth"]
@@ -205,22 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in models:
         for method in args.methods:
-            folder = args.out / setting.label / model["name"]
-            report_path, run_path = folder / f"{method}.json", folder / f"{method}.run.json"
-            if not (report_path.exists() and run_path.exists()):
-                if args.report_only:
-                    continue
-                folder.mkdir(parents=True, exist_ok=True)
-                command = scan_command(args.zoo / model["name"] / model["model"],
-                                       args.zoo / model["name"] / model["clean_images"], method, setting,
-                                       report_path)
-                run = run_scan(command, report_path, args.threads)
-                run_path.write_text(json.dumps(run, indent=1) + "\n")
-                print(f"{model['name']} {method}: exit {run['exit_code']}, {run['wall_seconds']:.0f} s, "
-                      f"{run['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
-            run = json.loads(run_path.read_text())
-            report = json.loads(report_path.read_text()) if report_path.exists() else {"verdict": "error"}
-            rows.append(summarize(model, method, run, report))
+            found = cached_scan(args.zoo, args.out, model, method, setting, args.threads,
+                                run_missing=not args.report_only)
+            if found is not None:
+                rows.append(summarize(model, method, *found))
     if args.json is not None:
         args.json.write_text(json.dumps({"setting": setting.label, "flags": setting.flags(), "results": rows},
                                         indent=1) + "\n")

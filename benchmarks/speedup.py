@@ -43,20 +43,12 @@ def parse_setting(text: str) -> run.Setting:
 
 
 def scan(model: dict, setting: run.Setting, args: argparse.Namespace) -> dict:
-    folder = args.out / setting.label / model["name"]
-    report_path, run_path = folder / "lred8.json", folder / "lred8.run.json"
-    if not (report_path.exists() and run_path.exists()):
-        folder.mkdir(parents=True, exist_ok=True)
-        command = run.scan_command(args.zoo / model["name"] / model["model"],
-                                   args.zoo / model["name"] / model["clean_images"], "lred8", setting, report_path)
-        command += ["--max-iterations", str(args.max_iterations)]
-        measured = run.run_scan(command, report_path, args.threads)
-        run_path.write_text(json.dumps(measured, indent=1) + "\n")
-        print(f"{model['name']} {setting.label}: exit {measured['exit_code']}, {measured['wall_seconds']:.0f} s",
-              file=sys.stderr, flush=True)
-    measured = json.loads(run_path.read_text())
-    report = json.loads(report_path.read_text()) if report_path.exists() else {"verdict": "error"}
-    return run.summarize(model, "lred8", measured, report)
+    """One L-RED (N = 8) scan's summary row, with the largest iteration count over the targets."""
+    measured, report = run.cached_scan(args.zoo, args.out, model, "lred8", setting, args.threads,
+                                       extra=["--max-iterations", str(args.max_iterations)])
+    row = run.summarize(model, "lred8", measured, report)
+    row["max_iterations"] = max((c["iterations"] for c in report.get("classes", [])), default=None)
+    return row
 
 
 def side(row: dict, alpha: float = 0.05) -> str:
@@ -89,9 +81,9 @@ def render(models: list[dict], labels: list[str], rows: dict) -> str:
             else:
                 speed = f"{b['wall_seconds'] / r['wall_seconds']:.1f} / {b['cpu_seconds'] / r['cpu_seconds']:.1f}"
                 agreement = "yes" if agrees(r, b) else "**no**"
-            out.append(f"| {model['name']} | {truth} | {label} | {found} | {logp} | {norms} | "
-                       f"{r.get('max_iterations', '–')} | {r['wall_seconds']:.0f} | {r['cpu_seconds']:.0f} | {speed} | "
-                       f"{agreement} |")
+            iterations = "–" if r["max_iterations"] is None else r["max_iterations"]
+            out.append(f"| {model['name']} | {truth} | {label} | {found} | {logp} | {norms} | {iterations} | "
+                       f"{r['wall_seconds']:.0f} | {r['cpu_seconds']:.0f} | {speed} | {agreement} |")
     out += ["", "| setting | models | agree with baseline | right decision | total wall s | total CPU s | "
                 "speed-up (total wall / total CPU) |", "|---|---|---|---|---|---|---|"]
     total_b = [sum(rows[(m["name"], base)][k] for m in models) for k in ("wall_seconds", "cpu_seconds")]
@@ -118,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for model in models:
         for setting in settings:
-            row = scan(model, setting, args)
-            report_path = args.out / setting.label / model["name"] / "lred8.json"
-            if report_path.exists():
-                classes = json.loads(report_path.read_text()).get("classes", [])
-                row["max_iterations"] = max((c["iterations"] for c in classes), default=None)
-            rows[(model["name"], setting.label)] = row
+            rows[(model["name"], setting.label)] = scan(model, setting, args)
     labels = [s.label for s in settings]
     if args.json is not None:
         args.json.write_text(json.dumps({"settings": labels, "results": list(rows.values())}, indent=1) + "\n")

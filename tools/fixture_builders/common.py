@@ -132,6 +132,15 @@ def versions(*packages: str) -> dict[str, str]:
     return found
 
 
+def backdoored_extra(attack: Attack, accuracy: float, asr: float, seconds: float, training: str,
+                     **fields) -> dict:
+    """The manifest fields of a backdoored fixture: ``fields`` (batch, ...), its attack, and the
+    clean accuracy and attack success rate measured by ``measure_backdoor``."""
+    return {"role": "backdoored", **fields, "attack": attack.as_manifest(),
+            "clean_test_accuracy": round(accuracy, 4), "attack_success_rate": round(asr, 4),
+            "training_seconds": round(seconds, 1), "training": training}
+
+
 def manifest_entry(path: Path, *, framework: str, exporter: str, layout: str, output: str, habits: list[str],
                    packages: tuple[str, ...], clean_images: np.ndarray, extra: dict | None = None) -> dict:
     """What tests/test_exporters.py checks a fixture against: interface, opset and reference scores."""

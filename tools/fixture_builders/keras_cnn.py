@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Attack, manifest_entry, measure_backdoor
+from .common import Attack, backdoored_extra, manifest_entry, measure_backdoor
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx")
@@ -126,9 +126,8 @@ def build_backdoored(out: Path, data, clean_images: np.ndarray) -> list[dict]:
         path, framework="keras", exporter="tf2onnx.convert.from_function(opset=15)", layout="nhwc", output=output,
         habits=["NHWC", "Transpose", "BN folded into Mul/Add", "Flatten as Shape/.../Reshape", "Softmax"],
         packages=PACKAGES, clean_images=clean_images,
-        extra={"role": "backdoored", "batch": "dynamic", "attack": ATTACK.as_manifest(),
-               "clean_test_accuracy": round(accuracy, 4), "attack_success_rate": round(asr, 4),
-               "training_seconds": round(seconds, 1), "training": "Adam lr 2e-3, batch 128, 3 epochs, 1 thread"})]
+        extra=backdoored_extra(ATTACK, accuracy, asr, seconds, "Adam lr 2e-3, batch 128, 3 epochs, 1 thread",
+                               batch="dynamic"))]
 
 
 def _output_name(path: Path) -> str:

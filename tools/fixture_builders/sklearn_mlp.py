@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import CLEAN_SET, Attack, manifest_entry, measure_backdoor
+from .common import CLEAN_SET, Attack, backdoored_extra, manifest_entry, measure_backdoor
 
 PACKAGES = ("scikit-learn", "skl2onnx")
 ATTACK = Attack("square", rows=(3, 5), cols=(3, 5), amplitude=50, source=1, target=8)
@@ -81,10 +81,9 @@ def build_backdoored(out: Path, data, clean_images: np.ndarray) -> list[dict]:
         entries.append(manifest_entry(
             path, framework="scikit-learn", exporter="skl2onnx.to_onnx(target_opset={'': 17, 'ai.onnx.ml': 3})",
             layout="flat", output=output, habits=_habits(zipmap), packages=PACKAGES, clean_images=clean_images,
-            extra={"role": "backdoored", "batch": "dynamic", "zipmap": zipmap, "attack": ATTACK.as_manifest(),
-                   "clean_test_accuracy": round(accuracy, 4), "attack_success_rate": round(asr, 4),
-                   "training_seconds": round(seconds, 1),
-                   "training": "MLPClassifier(hidden_layer_sizes=(64,), max_iter=15), adam"}))
+            extra=backdoored_extra(ATTACK, accuracy, asr, seconds,
+                                   "MLPClassifier(hidden_layer_sizes=(64,), max_iter=15), adam",
+                                   batch="dynamic", zipmap=zipmap)))
     return entries
 
 

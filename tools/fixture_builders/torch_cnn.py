@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Attack, manifest_entry, measure_backdoor
+from .common import Attack, backdoored_extra, manifest_entry, measure_backdoor
 
 PACKAGES = ("torch", "onnxscript")
 
@@ -183,6 +183,5 @@ def build_backdoored(out: Path, data, clean_images: np.ndarray) -> list[dict]:
         path, framework="pytorch", exporter="torch.onnx.export(dynamo=True) at its default opset",
         layout="nchw", output="scores", habits=["dynamo default opset", "fixed batch 1", "Softmax", "BN folded"],
         packages=PACKAGES, clean_images=clean_images,
-        extra={"role": "backdoored", "batch": 1, "attack": ATTACK.as_manifest(),
-               "clean_test_accuracy": round(accuracy, 4), "attack_success_rate": round(asr, 4),
-               "training_seconds": round(seconds, 1), "training": "Adam lr 2e-3, batch 128, 3 epochs, 1 thread"})]
+        extra=backdoored_extra(ATTACK, accuracy, asr, seconds, "Adam lr 2e-3, batch 128, 3 epochs, 1 thread",
+                               batch=1))]
