@@ -23,8 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo
+
+from scanner import detection
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP_ORDER = [f"{g}-{k}" for g in zoo.GROUPS for k in zoo.SOURCE_COUNTS] + ["clean"]
@@ -135,6 +139,16 @@ def summarize(model: dict, method: str, run: dict, report: dict) -> dict:
         success = detected and report.get("target_class") == truth["target_class"]
     norms = [c["pattern_norm"] for c in report.get("classes", [])]
     true_norm = norms[truth["target_class"]] if truth and norms else None
+    # Both p-values from the stored norms (reports written before the calibrated p-value existed
+    # carry only the paper's); they share the inferred target, only the side of alpha differs.
+    tested = [p["pattern_norm"] for p in report.get("pairs", [])] or norms
+    by_basis = {}
+    if tested and report.get("verdict") != "error":
+        for basis in detection.P_VALUE_BASES:
+            test = detection.detect(np.array(tested), report["alpha"], basis)
+            right = truth is not None and report.get("most_suspicious_class") == truth["target_class"]
+            by_basis[basis] = {"log10_p_value": round(test.log10_p_value, 3),
+                               "success": (not test.detected) if truth is None else (test.detected and right)}
     return {
         "model": model["name"], "group": model["table_group"], "arch": model["spec"]["arch"], "method": method,
         "true_target": truth["target_class"] if truth else None,
@@ -145,7 +159,7 @@ def summarize(model: dict, method: str, run: dict, report: dict) -> dict:
         "true_target_norm": true_norm,
         "min_norm": min(norms) if norms else None,
         "median_norm": sorted(norms)[len(norms) // 2] if norms else None,
-        "success": success, "exit_code": run["exit_code"], "wall_seconds": run["wall_seconds"],
+        "success": success, "by_basis": by_basis, "exit_code": run["exit_code"], "wall_seconds": run["wall_seconds"],
         "cpu_seconds": run["cpu_seconds"], "peak_rss_mb": run["peak_rss_mb"],
         "warnings": report.get("warnings", []), "error": report.get("error"),
     }
@@ -167,8 +181,13 @@ def render(rows: list[dict], methods: list[str], setting: Setting) -> str:
     methods = [m for m in methods if any(r["method"] == m for r in rows)]
     out = [(f"Setting: {setting.label} ({' '.join(setting.flags()) or 'scanner defaults'}); "
             f"{len({r['model'] for r in rows})} models, {len(rows)} scans."), "",
-           "Table 2 — successful detections (attack: detected with the right target; clean: not detected)", "",
+           "Table 2 — successful detections (attack: detected with the right target; clean: not detected),",
+           "as the scans decided", "",
            table(rows, methods, lambda c: f"{sum(r['success'] for r in c)}/{len(c)}"), "",
+           *[line for basis in detection.P_VALUE_BASES for line in (
+               f"Table 2 with the {basis} p-value (recomputed from the stored norms)", "",
+               table(rows, methods, lambda c, b=basis: f"{sum(r['by_basis'].get(b, {}).get('success', False) for r in c)}"
+                                                       f"/{len(c)}"), "")],
            "Table 3 — mean wall seconds per scan", "",
            table(rows, methods, lambda c: f"{sum(r['wall_seconds'] for r in c) / len(c):.0f}"), "",
            "Mean CPU seconds per scan (user + system, all threads; steadier than wall time on a shared machine)", "",
@@ -177,7 +196,8 @@ def render(rows: list[dict], methods: list[str], setting: Setting) -> str:
            table(rows, methods, lambda c: f"{max(r['peak_rss_mb'] for r in c):.0f}"), "",
            "Per scan", "",
            ("| model | method | truth (target <- sources) | verdict | detected target | log10 p | "
-            "‖v‖ true target / min / median | s | MB |"), "|---|---|---|---|---|---|---|---|---|"]
+            "log10 p paper / calibrated | ‖v‖ true target / min / median | s | MB |"),
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["model"], methods.index(r["method"]))):
         truth = f"{r['true_target']} <- {','.join(map(str, r['true_sources']))}" if r["true_target"] is not None \
             else "clean"
@@ -185,8 +205,10 @@ def render(rows: list[dict], methods: list[str], setting: Setting) -> str:
                            for v in (r["true_target_norm"], r["min_norm"], r["median_norm"]))
         logp = "–" if r["log10_p_value"] is None else f"{r['log10_p_value']:.1f}"
         found = "–" if r["target_class"] is None else str(r["target_class"])
+        both = " / ".join(f"{r['by_basis'][b]['log10_p_value']:.1f}" if b in r["by_basis"] else "–"
+                          for b in detection.P_VALUE_BASES[::-1])
         out.append(f"| {r['model']} | {r['method']} | {truth} | {r['verdict']}{'' if r['success'] else ' ✗'} | "
-                   f"{found} | {logp} | {norms} | {r['wall_seconds']:.0f} | {r['peak_rss_mb']:.0f} |")
+                   f"{found} | {logp} | {both} | {norms} | {r['wall_seconds']:.0f} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(out) + "\n"
 
 

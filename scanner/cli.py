@@ -16,8 +16,9 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import DEVICES, LAYOUTS, METHODS, ScanConfig
+from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, METHODS, P_VALUE_BASES, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, LredError
+from .reporters import JSON_SCHEMA_VERSION
 
 DEFAULTS = ScanConfig()
 
@@ -98,7 +99,7 @@ def main() -> None:
 @click.option("--adaptive-step", type=float, default=None, metavar="DELTA_MAX",
               help=f"Largest step of the default schedule: each target's step lies between delta and "
                    f"DELTA_MAX, halved while the source weights w move, lengthened while they hold "
-                   f"(README 'Step schedule').  [default: {DEFAULTS.adaptive_step:g}]")
+                   f"(README 'Step schedule').  [default: max({DEFAULT_LARGEST_STEP:g}, delta)]")
 @click.option("--fixed-step", is_flag=True,
               help="Every step exactly delta (Algorithm 1's schedule; implied by --exact and --relative-step).")
 @click.option("--images-per-class", "-n", default=DEFAULTS.images_per_class, show_default=True, type=int,
@@ -112,6 +113,11 @@ def main() -> None:
               help="Iteration bound tau_max per target class.")
 @click.option("--alpha", default=DEFAULTS.alpha, show_default=True, type=float,
               help="Detection threshold on the p-value (the paper's phi).")
+@click.option("--p-value", "p_value_basis", type=click.Choice(P_VALUE_BASES), default=DEFAULTS.p_value_basis,
+              show_default=True,
+              help="Which p-value is compared with alpha: 'paper' is 1 - G(r_max)^K of Sec. 3.2 as written; "
+                   "'calibrated' is its probability under the fitted Gamma null, so that alpha is the "
+                   "false-alarm rate (README 'Calibrated p-value'). Both are reported.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
               help="Pixel layout of the model input.")
 @click.option("--mean", default=None, help="Per-channel mean subtracted after the pattern, e.g. 0.485,0.456,0.406.")
@@ -132,7 +138,7 @@ def main() -> None:
 def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution: float | None,
          relative_step: float | None, adaptive_step: float | None, fixed_step: bool,
          images_per_class: int, seed: int, pi: float, delta: float,
-         max_iterations: int, alpha: float, layout: str, mean: str | None, std: str | None,
+         max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, output_name: str | None, batch_images: int,
          json_path: Path | None, save_patterns: Path | None, quiet: bool, debug: bool) -> None:
     """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
@@ -142,13 +148,12 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
     if adaptive_step is not None and (fixed_step or exact or relative_step is not None):
         raise click.UsageError("--adaptive-step cannot be combined with --fixed-step, --exact or --relative-step")
-    if adaptive_step is None and not (fixed_step or exact or relative_step is not None):
-        adaptive_step = max(DEFAULTS.adaptive_step, delta)
     try:
         config = ScanConfig(method=method, exact=exact, crossing_resolution=crossing_resolution,
-                            relative_step=relative_step, adaptive_step=adaptive_step,
+                            relative_step=relative_step, adaptive_step=adaptive_step, fixed_step=fixed_step,
                             images_per_class=images_per_class, seed=seed, pi=pi, delta=delta,
-                            max_iterations=max_iterations, alpha=alpha, layout=layout,
+                            max_iterations=max_iterations, alpha=alpha, p_value_basis=p_value_basis,
+                            layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
                             output_name=output_name, batch_images=batch_images)
         outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
@@ -207,7 +212,7 @@ def _fail(exc: BaseException, json_path: Path | None, debug: bool) -> None:
     click.echo(f"lred: error: {message}", err=True)
     click.echo("lred: the model was NOT scanned; this is not a clean verdict", err=True)
     if json_path is not None:
-        error = {"schema_version": 1, "verdict": "error", "error": message,
+        error = {"schema_version": JSON_SCHEMA_VERSION, "verdict": "error", "error": message,
                  "error_type": type(exc).__name__, "exit_code": EXIT_ERROR}
         try:
             _atomic_write(json_path, (json.dumps(error, indent=2) + "\n").encode())

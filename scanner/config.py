@@ -10,6 +10,8 @@ from .errors import ConfigError
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
 METHODS = ("lred", "ured", "pred")
 DEVICES = ("auto", "cpu", "cuda")
+P_VALUE_BASES = ("calibrated", "paper")   # as scanner.detection.P_VALUE_BASES
+DEFAULT_LARGEST_STEP = 2e-2  # largest step of the default schedule when adaptive_step is unset
 
 
 @dataclass(frozen=True)
@@ -19,19 +21,25 @@ class ScanConfig:
     pi, delta and alpha are the paper's pi (target misclassification fraction),
     delta (normalized step size of eq. (5)) and phi (detection threshold), Sec. 4.3.
     Pixel values live in [0, 1] (App. A.4); ``delta`` is an l2 length in that space.
+
+    The step schedule is resolved here, whichever front end builds the config: by default
+    each L-RED estimation's step lies between delta and ``largest_step`` (README "Step
+    schedule"); ``fixed_step``, ``exact`` and ``relative_step`` each select another schedule.
     """
 
     method: str = "lred"               # lred | ured | pred (Sec. 4.3)
     exact: bool = False                # Algorithm 1 literally: one target at a time, 2 passes/step
     crossing_resolution: float | None = None  # bisect the step that crosses pi to this length
-    relative_step: float | None = None # step = max(delta, relative_step * ||v||); None: fixed delta
-    adaptive_step: float | None = 2e-2 # largest step of the weight-controlled schedule; None: fixed delta
+    relative_step: float | None = None # step = max(delta, relative_step * ||v||); implies fixed_step
+    adaptive_step: float | None = None # largest step of the default schedule; None: max(2e-2, delta)
+    fixed_step: bool = False           # every step exactly delta (Algorithm 1); implied by exact
     images_per_class: int = 8          # N, Sec. 4.3
     seed: int = 0                      # picks the N clean images per class
     pi: float = 0.9                    # Sec. 4.3
     delta: float = 1e-3                # (smallest) step length, see README "Step schedule"
     max_iterations: int = 20000        # tau_max of Algorithm 1
     alpha: float = 0.05                # phi of Sec. 3.2
+    p_value_basis: str = "calibrated"  # the p-value compared with alpha: calibrated | paper (README)
     layout: str = "auto"               # how the model lays out pixels
     mean: tuple[float, ...] | None = None   # normalization after the pattern, model units
     std: tuple[float, ...] | None = None
@@ -49,18 +57,19 @@ class ScanConfig:
             (self.crossing_resolution is None or self.crossing_resolution > 0,
              "crossing_resolution must be > 0"),
             (self.relative_step is None or 0 < self.relative_step < 1, "relative_step must lie in (0, 1)"),
-            (not (self.exact and (self.relative_step or self.crossing_resolution or self.adaptive_step)),
-             "exact mode runs Algorithm 1 as written: no relative_step or crossing_resolution, and "
-             "adaptive_step=None (fixed steps)"),
+            (not (self.exact and (self.relative_step is not None or self.crossing_resolution is not None)),
+             "exact mode runs Algorithm 1 as written: no relative_step or crossing_resolution"),
+            (self.adaptive_step is None or not (self.fixed_step or self.exact or self.relative_step is not None),
+             "adaptive_step (the largest step of the default schedule) cannot be combined with "
+             "fixed_step, exact or relative_step"),
             (self.adaptive_step is None or self.adaptive_step >= self.delta,
              "adaptive_step (the largest step) must be >= delta (the smallest)"),
-            (not (self.adaptive_step and self.relative_step),
-             "choose one of adaptive_step and relative_step (set adaptive_step=None for relative steps)"),
             (self.images_per_class >= 1, "images_per_class must be >= 1"),
             (0.0 < self.pi < 1.0, "pi must lie in (0, 1)"),
             (self.delta > 0.0, "delta must be > 0"),
             (self.max_iterations >= 1, "max_iterations must be >= 1"),
             (0.0 < self.alpha < 1.0, "alpha must lie in (0, 1)"),
+            (self.p_value_basis in P_VALUE_BASES, f"p_value_basis must be one of {', '.join(P_VALUE_BASES)}"),
             (self.layout in LAYOUTS, f"layout must be one of {', '.join(LAYOUTS)}"),
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
             (self.input_scale > 0.0, "input_scale must be > 0"),
@@ -72,6 +81,27 @@ class ScanConfig:
             if not ok:
                 raise ConfigError(f"invalid scan parameter: {message}")
 
+    @property
+    def step_schedule(self) -> str:
+        """The schedule the estimations of this scan follow: adaptive, fixed or relative.
+
+        Only L-RED moves its weights, so only L-RED can follow the weight-controlled schedule;
+        U-RED and P-RED step by delta.
+        """
+        if self.relative_step is not None:
+            return "relative"
+        if self.fixed_step or self.exact or self.method != "lred":
+            return "fixed"
+        return "adaptive"
+
+    @property
+    def largest_step(self) -> float | None:
+        """Largest step of the weight-controlled schedule, or None when it is not followed."""
+        if self.step_schedule != "adaptive":
+            return None
+        return self.adaptive_step if self.adaptive_step is not None else max(DEFAULT_LARGEST_STEP, self.delta)
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items()}
+        """The fields as given, plus the resolved step schedule."""
+        fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        return {**fields, "step_schedule": self.step_schedule, "largest_step": self.largest_step}

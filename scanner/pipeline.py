@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -141,7 +142,7 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
             batch_images=config.batch_images, confirm=check.confirm,
             max_rejected_iterations=config.verify_extra_iterations,
             crossing_resolution=config.crossing_resolution, relative_step=config.relative_step,
-            adaptive_step=config.adaptive_step, **common)
+            adaptive_step=config.largest_step, **common)
     lap("estimate")
 
     say("verify", "re-computing misclassification fractions with onnxruntime")
@@ -150,7 +151,7 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
 
     say("test", "order-statistic test")
     norms = np.array([e.pattern_norm for e in estimates])
-    result = detection.detect(norms, config.alpha)
+    result = detection.detect(norms, config.alpha, config.p_value_basis)
     detected = result.detected
     suspect = estimates[result.inferred_target]
     if config.method == "lred":
@@ -177,7 +178,9 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
         for e, v, n, r in zip(estimates, verified, norms, result.statistics)) if config.method == "pred" else ()
     report = ScanReport(
         verdict=VERDICT_BACKDOOR if detected else VERDICT_CLEAN, method=config.method,
-        p_value=result.p_value, log10_p_value=result.log10_p_value, alpha=config.alpha,
+        p_value=result.p_value, log10_p_value=result.log10_p_value, p_value_basis=result.basis,
+        paper_log10_p_value=result.paper_log_p_value / math.log(10.0),
+        calibrated_log10_p_value=result.calibrated_log_p_value / math.log(10.0), alpha=config.alpha,
         target_class=suspect.target_class if detected else None,
         source_classes=sources if detected else (),
         most_suspicious_class=suspect.target_class,

@@ -75,8 +75,11 @@ class ScanReport:
 
     verdict: str
     method: str
-    p_value: float
+    p_value: float                         # the one compared with alpha (p_value_basis)
     log10_p_value: float
+    p_value_basis: str                     # calibrated | paper
+    paper_log10_p_value: float             # 1 - G(r_max)^K of Sec. 3.2
+    calibrated_log10_p_value: float        # its Monte Carlo calibration (README "Calibrated p-value")
     alpha: float
     target_class: int | None               # None when clean
     source_classes: tuple[int, ...]        # empty when clean

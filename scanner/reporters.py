@@ -8,7 +8,7 @@ from typing import Any
 
 from .report import ScanReport
 
-JSON_SCHEMA_VERSION = 1
+JSON_SCHEMA_VERSION = 2   # 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value
 
 
 def report_to_dict(report: ScanReport) -> dict[str, Any]:
@@ -32,10 +32,10 @@ def render_json(report: ScanReport) -> str:
     return json.dumps(report_to_dict(report), indent=2, allow_nan=False) + "\n"
 
 
-def _format_p(report: ScanReport) -> str:
-    if report.p_value > 0 and report.log10_p_value > -4:
-        return f"{report.p_value:.4f}"
-    return f"10^{report.log10_p_value:.1f}"
+def _format_p(log10_p: float) -> str:
+    if log10_p > -4:
+        return f"{10.0 ** log10_p:.4f}"
+    return f"10^{log10_p:.1f}"
 
 
 def render_text(report: ScanReport) -> str:
@@ -46,8 +46,10 @@ def render_text(report: ScanReport) -> str:
         lines.append(f"BACKDOOR DETECTED  target class {report.target_class}, source class(es) {sources}")
     else:
         lines.append("no backdoor detected")
-    lines.append(f"  p-value {_format_p(report)} (alpha {report.alpha:g}); "
-                 f"most suspicious class {report.most_suspicious_class}")
+    other, other_log10 = (("paper", report.paper_log10_p_value) if report.p_value_basis == "calibrated"
+                          else ("calibrated", report.calibrated_log10_p_value))
+    lines.append(f"  p-value {_format_p(report.log10_p_value)} ({report.p_value_basis}; alpha {report.alpha:g}; "
+                 f"{other} {_format_p(other_log10)}); most suspicious class {report.most_suspicious_class}")
     lines.append(f"  model {report.model.path} (sha256 {report.model.sha256[:12]}..., "
                  f"{report.model.num_classes} classes, {report.model.score_kind})")
     lines.append(f"  {sum(report.data.images_per_class)} clean images "

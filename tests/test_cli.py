@@ -98,9 +98,14 @@ def test_probability_output_and_nhwc_layout_are_handled(tmp_path):
 def test_baseline_methods_find_the_planted_backdoor(backdoored_case, tmp_path, method):
     model, data = backdoored_case
     report_path = tmp_path / "r.json"
-    result = _scan(model, "--data", data, *FAST_OPTIONS, "--method", method, "--json", report_path)
+    # The planted backdoor reaches class 2 from every class, so P-RED's 30 pair statistics hold
+    # five small ones and its largest barely stands out: paper p = 0.031, calibrated 0.094
+    # (the multi-source weakness of P-RED, Sec. 4.3). Checked here on the paper's p-value.
+    basis = ["--p-value", "paper"] if method == "pred" else []
+    result = _scan(model, "--data", data, *FAST_OPTIONS, "--method", method, "--json", report_path, *basis)
     report = json.loads(report_path.read_text())
     assert result.exit_code == 1 and report["method"] == method and report["target_class"] == 2
+    assert report["p_value_basis"] == ("paper" if basis else "calibrated")
     if method == "pred":
         assert len(report["pairs"]) == 30 and len(report["source_classes"]) == 1
     else:
@@ -118,7 +123,8 @@ def test_exact_mode_gives_the_same_norms_as_the_batched_engine(backdoored_case, 
     np.testing.assert_allclose(fixed, exact, rtol=1e-4)
     assert [r["verdict"] for r in reports] == ["backdoor"] * 3
     assert reports[2]["target_class"] == reports[1]["target_class"]
-    assert reports[2]["config"]["adaptive_step"] == 0.02 and reports[1]["config"]["adaptive_step"] is None
+    assert [r["config"]["step_schedule"] for r in reports] == ["fixed", "fixed", "adaptive"]
+    assert reports[2]["config"]["largest_step"] == 0.02 and reports[1]["config"]["largest_step"] is None
     np.testing.assert_allclose(adaptive, exact, rtol=0.1)    # the default schedule: lengths between delta and 2e-2
 
 
