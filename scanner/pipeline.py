@@ -196,7 +196,8 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
                          tuple(clean.names[i] for i in selection.indices)),
         device=str(device), onnxruntime_providers=reference.info.providers,
         config=config.as_dict(), timing=timing, versions=versions(),
-        warnings=_warnings(estimates, verified, selection.per_class, config))
+        warnings=_warnings(estimates, verified, selection.per_class, config)
+        + tuple(filter(None, [_disagreement(result, suspect)])))
     patterns = {(e.target_class if config.method != "pred" else (e.sources[0], e.target_class)):
                 transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
     return ScanOutcome(report, patterns)
@@ -264,6 +265,18 @@ def _warnings(estimates: list[PatternEstimate], verified, per_class: tuple[int, 
             notes.append(f"{_job_name(e)}: onnxruntime measures Q_t {v.fraction:.3f} < pi "
                          f"{config.pi} for the final pattern")
     return tuple(notes)
+
+
+def _disagreement(result: detection.DetectionResult, suspect: PatternEstimate) -> str | None:
+    """A note when the paper's and the calibrated p-value fall on different sides of alpha."""
+    paper, calibrated = (result.paper_log_p_value < math.log(result.alpha),
+                         result.calibrated_log_p_value < math.log(result.alpha))
+    if paper == calibrated:
+        return None
+    return (f"borderline evidence for {_job_name(suspect)}: the paper's p-value "
+            f"10^{result.paper_log_p_value / math.log(10):.2f} and the calibrated one "
+            f"10^{result.calibrated_log_p_value / math.log(10):.2f} fall on different sides of alpha "
+            f"{result.alpha:g}; the verdict follows the {result.basis} one (README 'Calibrated p-value')")
 
 
 def _job_name(estimate: PatternEstimate) -> str:
