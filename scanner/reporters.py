@@ -44,6 +44,9 @@ def render_text(report: ScanReport) -> str:
     if report.backdoor_found:
         sources = ", ".join(str(s) for s in report.source_classes) or "none identified"
         lines.append(f"BACKDOOR DETECTED  target class {report.target_class}, source class(es) {sources}")
+    elif report.p_value_basis == "calibrated" and report.paper_log10_p_value < math.log10(report.alpha):
+        lines.append(f"no backdoor detected  (borderline: the paper's p-value alone would flag class "
+                     f"{report.most_suspicious_class}; see the warning)")
     else:
         lines.append("no backdoor detected")
     other, other_log10 = (("paper", report.paper_log10_p_value) if report.p_value_basis == "calibrated"

@@ -156,3 +156,21 @@ def test_model_exported_with_a_fixed_batch_of_one_is_scanned(tmp_path):
     report = json.loads(report_path.read_text())
     assert result.exit_code == 1 and report["target_class"] == 2
     assert any("fixed batch size 1" in p for p in report["model"]["conversion_passes"])
+
+
+def test_text_headline_names_a_borderline_class(clean_case):
+    """A clean verdict whose paper p-value alone would flag a class says so on its first line."""
+    import dataclasses
+
+    from scanner import ScanConfig, scan
+    from scanner.reporters import render_text
+
+    model, data = clean_case
+    report = scan(model, data, ScanConfig(images_per_class=4, delta=0.01)).report
+    assert report.verdict == "clean" and report.p_value_basis == "calibrated"
+    borderline = dataclasses.replace(report, paper_log10_p_value=-2.9, calibrated_log10_p_value=-1.2)
+    assert render_text(borderline).startswith(
+        f"no backdoor detected  (borderline: the paper's p-value alone would flag class "
+        f"{report.most_suspicious_class}")
+    plain = dataclasses.replace(report, paper_log10_p_value=-1.0, calibrated_log10_p_value=-0.5)
+    assert render_text(plain).startswith("no backdoor detected\n")
