@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -144,11 +145,12 @@ def summarize(model: dict, method: str, run: dict, report: dict) -> dict:
     tested = [p["pattern_norm"] for p in report.get("pairs", [])] or norms
     by_basis = {}
     if tested and report.get("verdict") != "error":
+        test = detection.detect(np.array(tested), report["alpha"])
+        right = truth is not None and report.get("most_suspicious_class") == truth["target_class"]
         for basis in detection.P_VALUE_BASES:
-            test = detection.detect(np.array(tested), report["alpha"], basis)
-            right = truth is not None and report.get("most_suspicious_class") == truth["target_class"]
-            by_basis[basis] = {"log10_p_value": round(test.log10_p_value, 3),
-                               "success": (not test.detected) if truth is None else (test.detected and right)}
+            found = test.detected_by(basis)
+            by_basis[basis] = {"log10_p_value": round(test.log_p_value_of(basis) / math.log(10.0), 3),
+                               "success": (not found) if truth is None else (found and right)}
     return {
         "model": model["name"], "group": model["table_group"], "arch": model["spec"]["arch"], "method": method,
         "true_target": truth["target_class"] if truth else None,

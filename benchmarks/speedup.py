@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run
 
 DEFAULT_SETTINGS = ["exact,delta=1e-4", "fixed", "default"]
-BASES = ("calibrated", "paper")   # scanner.detection.P_VALUE_BASES
+BASES = run.detection.P_VALUE_BASES
 ALPHA = 0.05
 
 

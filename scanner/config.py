@@ -10,7 +10,7 @@ from .errors import ConfigError
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
 METHODS = ("lred", "ured", "pred")
 DEVICES = ("auto", "cpu", "cuda")
-P_VALUE_BASES = ("calibrated", "paper")   # as scanner.detection.P_VALUE_BASES
+P_VALUE_BASES = ("calibrated", "paper")   # which p-value the verdict compares with alpha (detection.py)
 DEFAULT_LARGEST_STEP = 2e-2  # largest step of the default schedule when adaptive_step is unset
 
 

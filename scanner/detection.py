@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
+from .config import P_VALUE_BASES
 from .errors import LredError
 
 
@@ -46,10 +47,14 @@ class DetectionResult:
     alpha: float
     basis: str = "calibrated"      # which of the two the verdict uses: calibrated | paper
 
+    def log_p_value_of(self, basis: str) -> float:
+        """Natural log of the ``basis`` p-value (calibrated | paper)."""
+        return self.calibrated_log_p_value if basis == "calibrated" else self.paper_log_p_value
+
     @property
     def log_p_value(self) -> float:
         """The p-value the verdict uses (natural log)."""
-        return self.calibrated_log_p_value if self.basis == "calibrated" else self.paper_log_p_value
+        return self.log_p_value_of(self.basis)
 
     @property
     def p_value(self) -> float:
@@ -59,9 +64,13 @@ class DetectionResult:
     def log10_p_value(self) -> float:
         return self.log_p_value / math.log(10.0)
 
+    def detected_by(self, basis: str) -> bool:
+        """Whether the ``basis`` p-value (calibrated | paper) falls below alpha."""
+        return self.log_p_value_of(basis) < math.log(self.alpha)
+
     @property
     def detected(self) -> bool:
-        return self.log_p_value < math.log(self.alpha)
+        return self.detected_by(self.basis)
 
 
 def gamma_log_survival(x: float, shape: float, scale: float) -> float:
@@ -108,7 +117,6 @@ def fit_null(statistics: np.ndarray) -> tuple[float, float]:
     return float(shape), float(scale)
 
 
-P_VALUE_BASES = ("calibrated", "paper")
 CALIBRATION_DRAWS = 20000   # null draws: resolution 1/20001 of the calibrated p-value
 CALIBRATION_SEED = 20210    # fixed, so the same norms always give the same calibrated p-value
 

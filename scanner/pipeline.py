@@ -269,9 +269,7 @@ def _warnings(estimates: list[PatternEstimate], verified, per_class: tuple[int, 
 
 def _disagreement(result: detection.DetectionResult, suspect: PatternEstimate) -> str | None:
     """A note when the paper's and the calibrated p-value fall on different sides of alpha."""
-    paper, calibrated = (result.paper_log_p_value < math.log(result.alpha),
-                         result.calibrated_log_p_value < math.log(result.alpha))
-    if paper == calibrated:
+    if result.detected_by("paper") == result.detected_by("calibrated"):
         return None
     return (f"borderline evidence for {_job_name(suspect)}: the paper's p-value "
             f"10^{result.paper_log_p_value / math.log(10):.2f} and the calibrated one "
