@@ -129,15 +129,20 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     batch = PairBatch(y_all, [job.sources for job in jobs], batch_images)
 
     n = len(jobs)
-    v = [torch.zeros(pixel_shape, device=device, dtype=dtype) for _ in range(n)]
-    last_step = [torch.zeros(pixel_shape, device=device, dtype=dtype) for _ in range(n)]
-    w = [torch.as_tensor(uniform_weights(K, j.target, j.sources), device=device, dtype=dtype) for j in jobs]
-    excluded = []
-    for j in jobs:
-        mask = torch.ones(1, K, dtype=torch.bool, device=device)
-        mask[0, list(j.sources)] = False
-        excluded.append(mask)
+    # per-job state, stacked so that one iteration of every job is a handful of tensor ops and
+    # one transfer to the host (on a GPU, per-job kernels and syncs would cost more than the
+    # forward/backward pass itself)
+    v = torch.zeros((n,) + pixel_shape, device=device, dtype=dtype)
+    last_step = torch.zeros_like(v)
+    w = torch.as_tensor(np.stack([uniform_weights(K, j.target, j.sources) for j in jobs]), device=device,
+                        dtype=dtype)
+    excluded = torch.ones((n, K), dtype=torch.bool, device=device)
+    for i, j in enumerate(jobs):
+        excluded[i, list(j.sources)] = False
+    adapts = torch.as_tensor([j.adapt_weights for j in jobs], device=device)
+    targets = torch.as_tensor([j.target for j in jobs], device=device)
     step_length = [delta] * n
+    last_length = [0.0] * n                 # ||last_step||, as set (the norm read back may differ by rounding)
     iterations = [0] * n
     rejections = [0] * n
     first_rejection: list[int | None] = [None] * n
@@ -163,7 +168,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
 
     def refine_crossing(i: int) -> torch.Tensor:
         """Shortest fraction of the last step that still reaches pi (bisection); returns q there."""
-        start, step = v[i] - last_step[i], last_step[i]
+        start, step = v[i] - last_step[i], last_step[i].clone()
         low, high = 0.0, 1.0
         q_high = None
         while (high - low) * float(torch.linalg.vector_norm(step)) > crossing_resolution:
@@ -178,12 +183,13 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         return q_high
 
     def advance(i: int, q: torch.Tensor, grad_by_source: torch.Tensor) -> None:
-        """Lines 5-12 for job i at v(tau+1), then line 4 of the next iteration."""
+        """Lines 5-12 for job i at v(tau+1), then line 4 of the next iteration: the path of a job
+        that reached pi or its last iteration (the others take the batched path below, which
+        does the same arithmetic for many jobs at once)."""
         fraction = float((w[i] * q).sum())
         if iterations[i] > 0:                      # line 5: no check before the first step
             if fraction >= pi:
-                if crossing_resolution is not None and \
-                        crossing_resolution < float(torch.linalg.vector_norm(last_step[i])):
+                if crossing_resolution is not None and crossing_resolution < last_length[i]:
                     refined = refine_crossing(i)
                     if refined is not None:
                         q, fraction = refined, float((w[i] * refined).sum())
@@ -205,7 +211,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 return
             if jobs[i].adapt_weights:
                 updated = update_weights(q[None], torch.as_tensor([fraction], device=device, dtype=dtype),
-                                         excluded[i])[0]
+                                         excluded[i][None])[0]
                 if adaptive_step is not None:
                     change = float(torch.linalg.vector_norm(updated - w[i], ord=1))
                     if change > WEIGHT_CHANGE_SHRINK:
@@ -223,39 +229,116 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         if relative_step is not None:
             length = max(delta, relative_step * float(torch.linalg.vector_norm(v[i])))
         last_step[i] = length * gradient / norm                           # eq. (5)
+        last_length[i] = length
         v[i] = v[i] + last_step[i]
         iterations[i] += 1
 
-    active = list(range(n))
-    while active:
-        hits_sum = {i: torch.zeros(K, device=device, dtype=dtype) for i in active}
-        grad_sum: dict[int, torch.Tensor] = {}
-        remaining = {i: int(batch.rows[i].numel()) for i in active}
+    def layout(active: list[int]) -> list[tuple[list[int], torch.Tensor, list[tuple]]]:
+        """The forward passes of one iteration, as units of (jobs, their indices on the device,
+        passes): a unit's passes hold every image row of its jobs, so the jobs can take their
+        step once the unit is done. A pass is (image rows, each row's position among the unit's
+        jobs, its target, the (position, source class) key its hit and gradient are summed under).
+        A unit is one pass, except for a job with more rows than ``batch_images``, which gets a
+        unit of its own, split into passes. Memory per unit is therefore bounded by the chunk."""
+        units: list[tuple[list[int], list[list[tuple[int, torch.Tensor]]]]] = []
         for group in batch.chunks(active):
-            members = [i for i, _ in group]
-            rows_image = torch.cat([idx for _, idx in group])
-            rows_local = torch.cat([torch.full((idx.numel(),), k, device=device, dtype=torch.long)
-                                    for k, (_, idx) in enumerate(group)])
-            target_of_row = torch.as_tensor([jobs[i].target for i in members], device=device)[rows_local]
-            u = torch.stack([v[i] for i in members])[rows_local].detach().requires_grad_(True)
-            with torch.enable_grad():
-                scores = classifier.scores(clip_pixels(x_all[rows_image] + u))          # eq. (1)
-                log_p = classifier.log_posterior(scores).gather(1, target_of_row[:, None]).sum()
-                (row_grads,) = torch.autograd.grad(log_p, u)
-            hits = (scores.detach().argmax(dim=1) == target_of_row).to(dtype)
-            pair_key = rows_local * K + y_all[rows_image]
-            hit_counts = torch.zeros(len(group) * K, device=device, dtype=dtype).index_add_(0, pair_key, hits)
-            grads = torch.zeros((len(group) * K,) + pixel_shape, device=device, dtype=dtype)
-            grads.index_add_(0, pair_key, row_grads)
-            for k, (i, idx) in enumerate(group):
-                hits_sum[i] += hit_counts[k * K:(k + 1) * K]
-                part = grads[k * K:(k + 1) * K]
-                grad_sum[i] = part if i not in grad_sum else grad_sum[i] + part
-                remaining[i] -= int(idx.numel())
-            for i in dict.fromkeys(members):
-                if remaining[i] == 0:
-                    advance(i, hits_sum.pop(i) * inv_counts, grad_sum.pop(i))
-        active = [i for i in active if i not in results]
+            members = list(dict.fromkeys(i for i, _ in group))
+            if len(members) == 1 and units and units[-1][0] == members and len(group) == 1 \
+                    and batch.rows[members[0]].numel() > batch_images:
+                units[-1][1].append(group)             # the next piece of a split job
+            else:
+                units.append((members, [group]))
+        laid_out = []
+        for members, groups in units:
+            position = {i: p for p, i in enumerate(members)}
+            index = torch.as_tensor(members, device=device)
+            passes = []
+            for group in groups:
+                rows_image = torch.cat([idx for _, idx in group])
+                rows_position = torch.cat([torch.full((idx.numel(),), position[i], device=device,
+                                                      dtype=torch.long) for i, idx in group])
+                passes.append((rows_image, rows_position, targets[index][rows_position],
+                               rows_position * K + y_all[rows_image]))
+            laid_out.append((members, index, passes))
+        return laid_out
+
+    def step(members: list[int], index: torch.Tensor, v_now: torch.Tensor, q: torch.Tensor,
+             grads: torch.Tensor, first_iteration: bool) -> None:
+        """Lines 5-12 and then line 4 for the jobs ``members`` at once, with one transfer to the
+        host. It is computed for every job before knowing which ones reach pi or their last
+        iteration; those are then redone one by one by advance(), from the unchanged state."""
+        a = len(members)
+        w_now = w[index]
+        fraction = (w_now * q).sum(dim=1)                                  # Q_t(v(tau+1), w(tau))
+        if first_iteration:
+            w_next = w_now
+        else:
+            updated = update_weights(q, fraction, excluded[index])          # eqs. (7)-(8)
+            w_next = torch.where(adapts[index][:, None], updated, w_now)
+        change = torch.linalg.vector_norm(w_next - w_now, ord=1, dim=1)
+        coefficient = (w_next * inv_counts).reshape((a, K) + (1,) * len(pixel_shape))
+        gradient = (coefficient * grads).sum(dim=1)                        # grad_v J_t(v, w)
+        norm = torch.linalg.vector_norm(gradient.flatten(1), dim=1)
+        size = torch.linalg.vector_norm(v_now.flatten(1), dim=1)
+        on_host = torch.stack([fraction, change, norm, size]).cpu().double().numpy()
+        moving, scale = [], []
+        for p, i in enumerate(members):
+            f, dw, g, length = on_host[0, p], on_host[1, p], on_host[2, p], step_length[i]
+            if not first_iteration and (f >= pi or iterations[i] >= max_iterations):
+                advance(i, q[p], grads[p])
+                continue
+            if not first_iteration and jobs[i].adapt_weights and adaptive_step is not None:
+                if dw > WEIGHT_CHANGE_SHRINK:
+                    step_length[i] = max(0.5 * step_length[i], delta)
+                elif dw < WEIGHT_CHANGE_GROW and f > 0:
+                    step_length[i] = min(STEP_GROWTH * step_length[i], adaptive_step)
+                length = step_length[i]
+            if not np.isfinite(g) or g == 0.0:
+                w[i] = w_next[p]
+                finish(i, q[p], float(f), STATUS_ZERO_GRADIENT)
+                continue
+            if relative_step is not None:
+                length = max(delta, relative_step * on_host[3, p])
+            moving.append(p)
+            scale.append(length / g)
+            last_length[i] = length
+            iterations[i] += 1
+        if not moving:
+            return
+        scale = torch.as_tensor(scale, dtype=dtype).to(device, non_blocking=True).reshape(
+            (-1,) + (1,) * len(pixel_shape))
+        if len(moving) < a:                    # some jobs stopped: move the others only
+            where = torch.as_tensor(moving, device=device)
+            index, v_now, w_next, gradient = index[where], v_now[where], w_next[where], gradient[where]
+        last = scale * gradient                                             # eq. (5)
+        w[index] = w_next
+        last_step[index] = last
+        v[index] = v_now + last
+
+    active = list(range(n))
+    units = layout(active)
+    first_iteration = True
+    while active:
+        for members, index, passes in units:
+            a = len(members)
+            v_now = v[index]
+            hits = torch.zeros(a * K, device=device, dtype=dtype)
+            grads = torch.zeros((a * K,) + pixel_shape, device=device, dtype=dtype)
+            for rows_image, rows_position, target_of_row, pair_key in passes:
+                u = v_now[rows_position].requires_grad_(True)
+                with torch.enable_grad():
+                    scores = classifier.scores(clip_pixels(x_all[rows_image] + u))      # eq. (1)
+                    log_p = classifier.log_posterior(scores).gather(1, target_of_row[:, None]).sum()
+                    (row_grads,) = torch.autograd.grad(log_p, u)
+                hits.index_add_(0, pair_key, (scores.detach().argmax(dim=1) == target_of_row).to(dtype))
+                grads.index_add_(0, pair_key, row_grads)
+            step(members, index, v_now, hits.view(a, K) * inv_counts, grads.view((a, K) + pixel_shape),
+                 first_iteration)
+        first_iteration = False
+        still = [i for i in active if i not in results]
+        if still != active:
+            active = still
+            units = layout(active) if active else []
         if progress is not None:
             progress(max(iterations, default=0), len(results), n)
     return [results[i] for i in range(n)]

@@ -94,6 +94,8 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
     say("load", f"reading {model_path}")
     model = load_model(model_path, config.output_name)
     device = select_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     reference = ReferenceClassifier(model, use_cuda=device.type == "cuda", chunk_images=config.batch_images)
     lap("load_model")
 
@@ -144,6 +146,8 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
             crossing_resolution=config.crossing_resolution, relative_step=config.relative_step,
             adaptive_step=config.largest_step, **common)
     lap("estimate")
+    if device.type == "cuda":
+        timing["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
     say("verify", "re-computing misclassification fractions with onnxruntime")
     verified = [check.fractions(e.target_class, e.pattern, e.source_weights) for e in estimates]
