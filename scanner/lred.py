@@ -251,7 +251,9 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         laid_out = []
         for members, groups in units:
             position = {i: p for p, i in enumerate(members)}
-            index = torch.as_tensor(members, device=device)
+            # a run of consecutive jobs is addressed by a slice (a view, no gather or scatter)
+            index = slice(members[0], members[-1] + 1) if members == list(range(members[0], members[-1] + 1)) \
+                else torch.as_tensor(members, device=device)
             passes = []
             for group in groups:
                 rows_image = torch.cat([idx for _, idx in group])
@@ -270,24 +272,30 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         a = len(members)
         w_now = w[index]
         fraction = (w_now * q).sum(dim=1)                                  # Q_t(v(tau+1), w(tau))
-        if first_iteration:
+        adapting = [jobs[i].adapt_weights for i in members]
+        if first_iteration or not any(adapting):
             w_next = w_now
         else:
-            updated = update_weights(q, fraction, excluded[index])          # eqs. (7)-(8)
-            w_next = torch.where(adapts[index][:, None], updated, w_now)
-        change = torch.linalg.vector_norm(w_next - w_now, ord=1, dim=1)
+            w_next = update_weights(q, fraction, excluded[index])           # eqs. (7)-(8)
+            if not all(adapting):
+                w_next = torch.where(adapts[index][:, None], w_next, w_now)
         coefficient = (w_next * inv_counts).reshape((a, K) + (1,) * len(pixel_shape))
         gradient = (coefficient * grads).sum(dim=1)                        # grad_v J_t(v, w)
-        norm = torch.linalg.vector_norm(gradient.flatten(1), dim=1)
-        size = torch.linalg.vector_norm(v_now.flatten(1), dim=1)
-        on_host = torch.stack([fraction, change, norm, size]).cpu().double().numpy()
+        # what the host needs: Q_t, ||grad||, and only where used, ||w(tau+1) - w(tau)||_1 and ||v||
+        wanted = [fraction, torch.linalg.vector_norm(gradient.flatten(1), dim=1)]
+        if adaptive_step is not None:
+            wanted.append(torch.linalg.vector_norm(w_next - w_now, ord=1, dim=1))
+        if relative_step is not None:
+            wanted.append(torch.linalg.vector_norm(v_now.flatten(1), dim=1))
+        on_host = torch.stack(wanted).cpu().numpy().astype(np.float64)
         moving, scale = [], []
         for p, i in enumerate(members):
-            f, dw, g, length = on_host[0, p], on_host[1, p], on_host[2, p], step_length[i]
+            f, g, length = on_host[0, p], on_host[1, p], step_length[i]
             if not first_iteration and (f >= pi or iterations[i] >= max_iterations):
                 advance(i, q[p], grads[p])
                 continue
             if not first_iteration and jobs[i].adapt_weights and adaptive_step is not None:
+                dw = on_host[2, p]
                 if dw > WEIGHT_CHANGE_SHRINK:
                     step_length[i] = max(0.5 * step_length[i], delta)
                 elif dw < WEIGHT_CHANGE_GROW and f > 0:
@@ -298,7 +306,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 finish(i, q[p], float(f), STATUS_ZERO_GRADIENT)
                 continue
             if relative_step is not None:
-                length = max(delta, relative_step * on_host[3, p])
+                length = max(delta, relative_step * on_host[-1, p])
             moving.append(p)
             scale.append(length / g)
             last_length[i] = length
@@ -309,7 +317,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             (-1,) + (1,) * len(pixel_shape))
         if len(moving) < a:                    # some jobs stopped: move the others only
             where = torch.as_tensor(moving, device=device)
-            index, v_now, w_next, gradient = index[where], v_now[where], w_next[where], gradient[where]
+            index = torch.as_tensor([members[p] for p in moving], device=device)
+            v_now, w_next, gradient = v_now[where], w_next[where], gradient[where]
         last = scale * gradient                                             # eq. (5)
         w[index] = w_next
         last_step[index] = last
