@@ -4,7 +4,8 @@ r_t = 1 / ||v_t||_2 for each putative target class t. A Gamma null G is fitted t
 except r_max = max_t r_t, and the order-statistic p-value is pv = 1 - G(r_max)^K.
 An attack is detected when pv < alpha (the paper's phi); the inferred target is argmax_t r_t.
 
-Fitting: maximum likelihood with the location fixed at 0 (scipy ``gamma.fit(..., floc=0)``).
+Fitting: maximum likelihood with the location fixed at 0 (the fit of scipy's ``gamma.fit(..., floc=0)``,
+solved by ``gamma_mle`` below).
 The statistics are positive by construction, so the support (0, inf) is the natural null; with
 only K - 1 values (9 for ten classes) a free location makes the three-parameter likelihood
 unbounded as loc approaches min r, which yields erratic p-values.
@@ -28,7 +29,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from .config import P_VALUE_BASES
 from .errors import LredError
@@ -75,7 +76,8 @@ class DetectionResult:
 
 def gamma_log_survival(x: float, shape: float, scale: float) -> float:
     """log(1 - G(x)) for a Gamma(shape, scale) with location 0, finite far into the tail."""
-    value = float(stats.gamma.logsf(x, shape, scale=scale))
+    with np.errstate(divide="ignore"):   # what scipy's gamma.logsf computes, without importing scipy.stats
+        value = float(np.log(special.gammaincc(shape, x / scale)))
     if value > -np.inf:
         return value
     z = x / scale
@@ -111,7 +113,8 @@ def fit_null(statistics: np.ndarray) -> tuple[float, float]:
     if np.ptp(statistics) <= 1e-12 * float(np.max(statistics)):
         raise LredError("every putative target class gave the same pattern norm; "
                         "the Gamma null cannot be fitted (is the model constant?)")
-    shape, _, scale = stats.gamma.fit(statistics, floc=0.0)
+    shapes, scales = gamma_mle(np.asarray(statistics, dtype=np.float64)[None, :])
+    shape, scale = float(shapes[0]), float(scales[0])
     if not (np.isfinite(shape) and np.isfinite(scale) and shape > 0 and scale > 0):
         raise LredError(f"the Gamma null fit failed (shape {shape}, scale {scale})")
     return float(shape), float(scale)
