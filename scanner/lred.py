@@ -233,9 +233,9 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         v[i] = v[i] + last_step[i]
         iterations[i] += 1
 
-    def layout(active: list[int]) -> list[tuple[list[int], torch.Tensor, list[tuple]]]:
-        """The forward passes of one iteration, as units of (jobs, their indices on the device,
-        passes): a unit's passes hold every image row of its jobs, so the jobs can take their
+    def layout(active: list[int]) -> list[tuple[list[int], torch.Tensor | slice, list[tuple]]]:
+        """The forward passes of one iteration, as units of (jobs, their index into the stacked
+        state, passes): a unit's passes hold every image row of its jobs, so the jobs can take their
         step once the unit is done. A pass is (image rows, each row's position among the unit's
         jobs, its target, the (position, source class) key its hit and gradient are summed under).
         A unit is one pass, except for a job with more rows than ``batch_images``, which gets a
@@ -264,7 +264,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             laid_out.append((members, index, passes))
         return laid_out
 
-    def step(members: list[int], index: torch.Tensor, v_now: torch.Tensor, q: torch.Tensor,
+    def step(members: list[int], index: torch.Tensor | slice, v_now: torch.Tensor, q: torch.Tensor,
              grads: torch.Tensor, first_iteration: bool) -> None:
         """Lines 5-12 and then line 4 for the jobs ``members`` at once, with one transfer to the
         host. It is computed for every job before knowing which ones reach pi or their last

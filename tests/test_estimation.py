@@ -140,3 +140,19 @@ def test_adaptive_step_leaves_fixed_weight_jobs_at_delta(problem):
     (fixed,) = estimate_patterns(classifier, pixels, labels, 5, **settings)
     (adaptive,) = estimate_patterns(classifier, pixels, labels, 5, adaptive_step=2e-2, **settings)
     assert adaptive.iterations == fixed.iterations
+
+
+def test_jobs_batched_together_match_each_job_alone(problem):
+    # one fixed-weight and two adapting jobs in one pass (the mixed branch of the batched
+    # step), finishing at different iterations (the partial-move branch)
+    classifier, pixels, labels = problem
+    jobs = [Job(1, (0, 2, 3, 4), adapt_weights=False), Job(3, (0, 1, 2, 4)), Job(4, (0, 1, 2, 3))]
+    settings = dict(pi=0.9, delta=1e-2, max_iterations=2000, batch_images=4096, adaptive_step=5e-2)
+    together = estimate_patterns(classifier, pixels, labels, 5, jobs=jobs, **settings)
+    assert len({e.iterations for e in together}) > 1
+    for job, joint in zip(jobs, together):
+        (alone,) = estimate_patterns(classifier, pixels, labels, 5, jobs=[job], **settings)
+        assert joint.status == alone.status == STATUS_CONVERGED
+        assert joint.iterations == alone.iterations
+        np.testing.assert_allclose(joint.pattern, alone.pattern, atol=1e-5)
+        np.testing.assert_allclose(joint.source_weights, alone.source_weights, atol=1e-5)
