@@ -9,7 +9,8 @@
     │   ├── UnsupportedOperatorError   an op (type, opset, node) has no converter
     │   └── ConversionMismatchError    the torch module disagrees with onnxruntime
     ├── DataError                  the clean images are missing, malformed or unusable
-    └── ConfigError                a scan parameter is out of range or inconsistent
+    ├── ConfigError                a scan parameter is out of range or inconsistent
+    └── ResourceError              the scan ran out of memory (host or GPU)
 
 Every message is one line: what was expected, what was found, what to do.
 The CLI prints it and exits with status 2; ``--debug`` shows the traceback.
@@ -54,3 +55,18 @@ class DataError(LredError):
 
 class ConfigError(LredError):
     """A scan parameter is out of range or inconsistent with the model."""
+
+
+class ResourceError(LredError):
+    """The scan ran out of host or GPU memory; the message says which knob bounds it."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (torch raises RuntimeError subclasses for both
+    CUDA and CPU allocator failures; Python raises MemoryError)."""
+    if isinstance(exc, MemoryError):
+        return True
+    if type(exc).__name__ == "OutOfMemoryError":          # torch.cuda.OutOfMemoryError
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

@@ -16,7 +16,7 @@ import converters
 from . import detection, lred, pred, ured
 from .config import ScanConfig
 from .data import load_clean_images, select_images
-from .errors import ConversionMismatchError, ModelError
+from .errors import ConversionMismatchError, LredError, ModelError, ResourceError, is_out_of_memory
 from .estimation import (
     STATUS_CONVERGED,
     DifferentiableClassifier,
@@ -81,6 +81,22 @@ def detect_score_kind(model: LoadedModel, scores: np.ndarray) -> str:
 def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
          config: ScanConfig = ScanConfig(), on_progress: ProgressCallback | None = None) -> ScanOutcome:
     """Scan one ONNX classifier for an imperceptible backdoor with L-RED."""
+    try:
+        return _scan(model_path, data_path, config, on_progress)
+    except LredError:
+        raise
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise ResourceError(
+            f"ran out of memory on {config.device} ({type(exc).__name__}); lower --batch-images "
+            f"(now {config.batch_images} image rows per forward/backward pass)"
+            + {"cuda": " or scan with --device cpu", "auto": " (or, if it ran on a GPU, scan with --device cpu)"}
+            .get(config.device, "")) from exc
+
+
+def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig,
+          on_progress: ProgressCallback | None) -> ScanOutcome:
     say = on_progress or (lambda stage, message: None)
     timing: dict[str, float] = {}
     started = clock = time.perf_counter()

@@ -174,3 +174,36 @@ def test_text_headline_names_a_borderline_class(clean_case):
         f"{report.most_suspicious_class}")
     plain = dataclasses.replace(report, paper_log10_p_value=-1.0, calibrated_log10_p_value=-0.5)
     assert render_text(plain).startswith("no backdoor detected\n")
+
+
+@pytest.mark.parametrize("failure", [MemoryError(), RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                     RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ...")])
+def test_running_out_of_memory_exits_2_and_names_the_knob(backdoored_case, tmp_path, monkeypatch, failure):
+    from scanner import lred
+
+    def exhausted(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(lred, "estimate_patterns", exhausted)
+    model, data = backdoored_case
+    report_path = tmp_path / "r.json"
+    result = _scan(model, "--data", data, *FAST_OPTIONS, "--batch-images", "512", "--json", report_path)
+    assert result.exit_code == 2
+    assert "ran out of memory" in result.output and "--batch-images (now 512" in result.output
+    assert "NOT scanned" in result.output and "Traceback" not in result.output
+    report = json.loads(report_path.read_text())
+    assert report["verdict"] == "error" and report["error_type"] == "ResourceError"
+
+
+def test_an_unexpected_runtime_error_is_not_called_out_of_memory(backdoored_case, monkeypatch):
+    from scanner import lred
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(lred, "estimate_patterns", broken)
+    model, data = backdoored_case
+    result = _scan(model, "--data", data, *FAST_OPTIONS)
+    assert result.exit_code == 2
+    assert "internal error (RuntimeError: shape mismatch)" in result.output
+    assert "ran out of memory" not in result.output
