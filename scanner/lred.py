@@ -233,11 +233,11 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         v[i] = v[i] + last_step[i]
         iterations[i] += 1
 
-    def layout(active: list[int]) -> list[tuple[list[int], torch.Tensor | slice, list[tuple]]]:
+    def layout(active: list[int]) -> list[tuple[list[int], torch.Tensor | slice, list[tuple], torch.Tensor]]:
         """The forward passes of one iteration, as units of (jobs, their index into the stacked
-        state, passes): a unit's passes hold every image row of its jobs, so the jobs can take their
+        state, passes, the source class of each job's slots): a unit's passes hold every image row of its jobs, so the jobs can take their
         step once the unit is done. A pass is (image rows, each row's position among the unit's
-        jobs, its target, the (position, source class) key its hit and gradient are summed under).
+        jobs, its target, the (position, source slot) key its hit and gradient are summed under).
         A unit is one pass, except for a job with more rows than ``batch_images``, which gets a
         unit of its own, split into passes. Memory per unit is therefore bounded by the chunk."""
         units: list[tuple[list[int], list[list[tuple[int, torch.Tensor]]]]] = []
@@ -251,6 +251,15 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         laid_out = []
         for members, groups in units:
             position = {i: p for p, i in enumerate(members)}
+            # sums are kept per (job, source slot), not per (job, class): a P-RED job has one
+            # source, so this keeps the unit's gradient sums as small as its image rows
+            slots = max(len(jobs[i].sources) for i in members)
+            source_of_slot = torch.full((len(members), slots), K, dtype=torch.long)   # K: padding
+            slot_of_class = torch.zeros((len(members), K), dtype=torch.long)
+            for p, i in enumerate(members):
+                source_of_slot[p, :len(jobs[i].sources)] = torch.as_tensor(jobs[i].sources)
+                slot_of_class[p, list(jobs[i].sources)] = torch.arange(len(jobs[i].sources))
+            source_of_slot, slot_of_class = source_of_slot.to(device), slot_of_class.to(device)
             # a run of consecutive jobs is addressed by a slice (a view, no gather or scatter)
             index = slice(members[0], members[-1] + 1) if members == list(range(members[0], members[-1] + 1)) \
                 else torch.as_tensor(members, device=device)
@@ -260,14 +269,15 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 rows_position = torch.cat([torch.full((idx.numel(),), position[i], device=device,
                                                       dtype=torch.long) for i, idx in group])
                 passes.append((rows_image, rows_position, targets[index][rows_position],
-                               rows_position * K + y_all[rows_image]))
-            laid_out.append((members, index, passes))
+                               rows_position * slots + slot_of_class[rows_position, y_all[rows_image]]))
+            laid_out.append((members, index, passes, source_of_slot))
         return laid_out
 
     def step(members: list[int], index: torch.Tensor | slice, v_now: torch.Tensor, q: torch.Tensor,
-             grads: torch.Tensor, first_iteration: bool) -> None:
+             grads: torch.Tensor, source_of_slot: torch.Tensor, first_iteration: bool) -> None:
         """Lines 5-12 and then line 4 for the jobs ``members`` at once, with one transfer to the
-        host. It is computed for every job before knowing which ones reach pi or their last
+        host. ``q`` (a, K) is q_st at v(tau+1); ``grads`` (a, slots, *pixel_shape) the summed
+        gradients of log p(t | [x + v]_c) per source slot. It is computed for every job before knowing which ones reach pi or their last
         iteration; those are then redone one by one by advance(), from the unchanged state."""
         a = len(members)
         w_now = w[index]
@@ -279,7 +289,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             w_next = update_weights(q, fraction, excluded[index])           # eqs. (7)-(8)
             if not all(adapting):
                 w_next = torch.where(adapts[index][:, None], w_next, w_now)
-        coefficient = (w_next * inv_counts).reshape((a, K) + (1,) * len(pixel_shape))
+        per_class = torch.nn.functional.pad(w_next * inv_counts, (0, 1))  # column K: padding slots
+        coefficient = per_class.gather(1, source_of_slot).reshape(source_of_slot.shape + (1,) * len(pixel_shape))
         gradient = (coefficient * grads).sum(dim=1)                        # grad_v J_t(v, w)
         # what the host needs: Q_t, ||grad||, and only where used, ||w(tau+1) - w(tau)||_1 and ||v||
         wanted = [fraction, torch.linalg.vector_norm(gradient.flatten(1), dim=1)]
@@ -292,7 +303,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         for p, i in enumerate(members):
             f, g, length = on_host[0, p], on_host[1, p], step_length[i]
             if not first_iteration and (f >= pi or iterations[i] >= max_iterations):
-                advance(i, q[p], grads[p])
+                by_class = torch.zeros((K + 1,) + pixel_shape, device=device, dtype=dtype)
+                advance(i, q[p], by_class.index_add_(0, source_of_slot[p], grads[p])[:K])
                 continue
             if not first_iteration and jobs[i].adapt_weights and adaptive_step is not None:
                 dw = on_host[2, p]
@@ -328,11 +340,11 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     units = layout(active)
     first_iteration = True
     while active:
-        for members, index, passes in units:
-            a = len(members)
+        for members, index, passes, source_of_slot in units:
+            a, slots = source_of_slot.shape
             v_now = v[index]
-            hits = torch.zeros(a * K, device=device, dtype=dtype)
-            grads = torch.zeros((a * K,) + pixel_shape, device=device, dtype=dtype)
+            hits = torch.zeros(a * slots, device=device, dtype=dtype)
+            grads = torch.zeros((a * slots,) + pixel_shape, device=device, dtype=dtype)
             for rows_image, rows_position, target_of_row, pair_key in passes:
                 u = v_now[rows_position].requires_grad_(True)
                 with torch.enable_grad():
@@ -341,8 +353,10 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                     (row_grads,) = torch.autograd.grad(log_p, u)
                 hits.index_add_(0, pair_key, (scores.detach().argmax(dim=1) == target_of_row).to(dtype))
                 grads.index_add_(0, pair_key, row_grads)
-            step(members, index, v_now, hits.view(a, K) * inv_counts, grads.view((a, K) + pixel_shape),
-                 first_iteration)
+            hits_by_class = torch.zeros((a, K + 1), device=device, dtype=dtype).scatter_(
+                1, source_of_slot, hits.view(a, slots))[:, :K]
+            step(members, index, v_now, hits_by_class * inv_counts, grads.view((a, slots) + pixel_shape),
+                 source_of_slot, first_iteration)
         first_iteration = False
         still = [i for i in active if i not in results]
         if still != active:
