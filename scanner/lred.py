@@ -12,7 +12,10 @@ For each putative target class t, starting from v = 0 and w uniform over s != t 
 Scheduling: every unfinished target is in one batched forward/backward per iteration, and the
 forward pass at v(tau+1) serves both the stopping check of line 5 and the gradient of line 4 of
 the next iteration (J_t is linear in w, so per-source gradient sums are kept and combined with
-w(tau+1) once the q_st are known). With a fixed step this is Algorithm 1 exactly.
+w(tau+1) once the q_st are known). With a fixed step this is Algorithm 1 exactly. The per-job
+state (v, w, the last step) is stacked into (jobs, ...) tensors and lines 5-12 run for all jobs
+of a pass at once, with one transfer to the host per pass: on a GPU, per-job kernels and host
+reads cost several times the forward/backward itself (docs/benchmarks.md, "On a GPU").
 
 Step length (each option measured in docs/benchmarks.md and README "Step schedule"):
 ``adaptive_step`` (the scan's default: a per-target step controlled by how much w moved, below),
