@@ -1,6 +1,7 @@
 """ONNX -> differentiable torch module, through a fixed sequence of graph passes and onnx2torch.
 
-Extra op converters for newer opsets are registered with onnx2torch by ``newer_opsets``.
+Extra op converters for newer opsets are registered with onnx2torch by ``newer_opsets``;
+``slice_tuple`` replaces onnx2torch's Slice (list indexing, deprecated by torch).
 
 Passes, in order (each one small module):
   subgraph.keep_score_path   drop side outputs (labels, ZipMap, auxiliary heads)
@@ -27,6 +28,7 @@ from . import (  # noqa: F401  (importing them registers extra converters with o
     newer_opsets,
     pooling,
     reduce_axes_input,
+    slice_tuple,
 )
 from .diagnose import describe_refusal
 from .explicit_padding import make_padding_explicit

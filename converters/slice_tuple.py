@@ -1,0 +1,52 @@
+"""Slice (opset 10, 11, 13) indexed with a tuple of slices, replacing onnx2torch's converter.
+
+onnx2torch indexes with a *list* of slices (``x[[slice(...), ...]]``), which torch has deprecated
+since 2.9 ("Using a non-tuple sequence for multidimensional indexing ... will be interpreted as
+tensor index ... which will result either in an error or a different result") and which prints
+that warning on every scan of a model with a Slice node (tf2onnx writes one for Keras'
+``Flatten``). Here the same slices (onnx2torch's own ``_get_slices``: negative steps by flipping,
+negative axes after an Ellipsis) are applied as tuples, which torch reads the same way today and
+will keep reading the same way. Opset 9 Slice (attributes instead of inputs) is left to onnx2torch.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+from onnx2torch.node_converters.slice import _get_slices
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+from torch import nn
+
+VERSIONS = (10, 11, 13)
+
+
+class TupleSlice(nn.Module):
+    """ONNX Slice with starts, ends and optional axes and steps as inputs."""
+
+    def forward(self, x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
+                axes: Optional[torch.Tensor] = None, steps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        flip_dims, positive_axes, negative_axes = _get_slices(starts, ends, axes, steps)
+        if flip_dims:
+            x = torch.flip(x, dims=flip_dims)
+        if positive_axes:
+            x = x[tuple(positive_axes)]
+        if negative_axes:
+            x = x[tuple(negative_axes)]
+        return x
+
+
+def convert_slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    return OperationConverterResult(torch_module=TupleSlice(), onnx_mapping=onnx_mapping_from_node(node))
+
+
+def register() -> list[tuple[str, int]]:
+    """Put ``convert_slice`` in onnx2torch's registry for Slice 10, 11 and 13."""
+    for version in VERSIONS:
+        _CONVERTER_REGISTRY[OperationDescription("", "Slice", version)] = convert_slice
+    return [("Slice", version) for version in VERSIONS]
+
+
+REGISTERED = register()
