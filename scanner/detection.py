@@ -117,7 +117,7 @@ def fit_null(statistics: np.ndarray) -> tuple[float, float]:
     shape, scale = float(shapes[0]), float(scales[0])
     if not (np.isfinite(shape) and np.isfinite(scale) and shape > 0 and scale > 0):
         raise LredError(f"the Gamma null fit failed (shape {shape}, scale {scale})")
-    return float(shape), float(scale)
+    return shape, scale
 
 
 CALIBRATION_DRAWS = 20000   # null draws: resolution 1/20001 of the calibrated p-value

@@ -185,6 +185,13 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             v[i] = start + high * step
         return q_high
 
+    def control_step(i: int, weight_change: float, fraction: float) -> None:
+        """The ``adaptive_step`` rule (see WEIGHT_CHANGE_SHRINK) for job i, after an update of w."""
+        if weight_change > WEIGHT_CHANGE_SHRINK:
+            step_length[i] = max(0.5 * step_length[i], delta)
+        elif weight_change < WEIGHT_CHANGE_GROW and fraction > 0:
+            step_length[i] = min(STEP_GROWTH * step_length[i], adaptive_step)
+
     def advance(i: int, q: torch.Tensor, grad_by_source: torch.Tensor) -> None:
         """Lines 5-12 for job i at v(tau+1), then line 4 of the next iteration: the path of a job
         that reached pi or its last iteration (the others take the batched path below, which
@@ -216,11 +223,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 updated = update_weights(q[None], torch.as_tensor([fraction], device=device, dtype=dtype),
                                          excluded[i][None])[0]
                 if adaptive_step is not None:
-                    change = float(torch.linalg.vector_norm(updated - w[i], ord=1))
-                    if change > WEIGHT_CHANGE_SHRINK:
-                        step_length[i] = max(0.5 * step_length[i], delta)
-                    elif change < WEIGHT_CHANGE_GROW and fraction > 0:
-                        step_length[i] = min(STEP_GROWTH * step_length[i], adaptive_step)
+                    control_step(i, float(torch.linalg.vector_norm(updated - w[i], ord=1)), fraction)
                 w[i] = updated
         coefficient = (w[i] * inv_counts).reshape((K,) + (1,) * len(pixel_shape))
         gradient = (coefficient * grad_by_source).sum(dim=0)              # grad_v J_t(v, w)
@@ -238,9 +241,10 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
 
     def layout(active: list[int]) -> list[tuple[list[int], torch.Tensor | slice, list[tuple], torch.Tensor]]:
         """The forward passes of one iteration, as units of (jobs, their index into the stacked
-        state, passes, the source class of each job's slots): a unit's passes hold every image row of its jobs, so the jobs can take their
-        step once the unit is done. A pass is (image rows, each row's position among the unit's
-        jobs, its target, the (position, source slot) key its hit and gradient are summed under).
+        state, passes, the source class of each job's slots): a unit's passes hold every image
+        row of its jobs, so the jobs can take their step once the unit is done. A pass is (image
+        rows, each row's position among the unit's jobs, its target, the (position, source slot)
+        key its hit and gradient are summed under).
         A unit is one pass, except for a job with more rows than ``batch_images``, which gets a
         unit of its own, split into passes. Memory per unit is therefore bounded by the chunk."""
         units: list[tuple[list[int], list[list[tuple[int, torch.Tensor]]]]] = []
@@ -280,8 +284,9 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
              grads: torch.Tensor, source_of_slot: torch.Tensor, first_iteration: bool) -> None:
         """Lines 5-12 and then line 4 for the jobs ``members`` at once, with one transfer to the
         host. ``q`` (a, K) is q_st at v(tau+1); ``grads`` (a, slots, *pixel_shape) the summed
-        gradients of log p(t | [x + v]_c) per source slot. It is computed for every job before knowing which ones reach pi or their last
-        iteration; those are then redone one by one by advance(), from the unchanged state."""
+        gradients of log p(t | [x + v]_c) per source slot. It is computed for every job before
+        knowing which ones reach pi or their last iteration; those are then redone one by one by
+        advance(), from the unchanged state."""
         a = len(members)
         w_now = w[index]
         fraction = (w_now * q).sum(dim=1)                                  # Q_t(v(tau+1), w(tau))
@@ -310,11 +315,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 advance(i, q[p], by_class.index_add_(0, source_of_slot[p], grads[p])[:K])
                 continue
             if not first_iteration and jobs[i].adapt_weights and adaptive_step is not None:
-                dw = on_host[2, p]
-                if dw > WEIGHT_CHANGE_SHRINK:
-                    step_length[i] = max(0.5 * step_length[i], delta)
-                elif dw < WEIGHT_CHANGE_GROW and f > 0:
-                    step_length[i] = min(STEP_GROWTH * step_length[i], adaptive_step)
+                control_step(i, on_host[2, p], f)
                 length = step_length[i]
             if not np.isfinite(g) or g == 0.0:
                 w[i] = w_next[p]

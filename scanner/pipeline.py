@@ -89,7 +89,7 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
         if not is_out_of_memory(exc):
             raise
         raise ResourceError(
-            f"ran out of memory on {config.device} ({type(exc).__name__}); lower --batch-images "
+            f"ran out of memory ({type(exc).__name__}); lower --batch-images "
             f"(now {config.batch_images} image rows per forward/backward pass)"
             + {"cuda": " or scan with --device cpu", "auto": " (or, if it ran on a GPU, scan with --device cpu)"}
             .get(config.device, "")) from exc
