@@ -66,12 +66,16 @@ class DifferentiableClassifier:
         self.module = module.to(device).eval()
         self.device = device
         self.score_kind = score_kind
-        self._scale = torch.as_tensor(transform.scale, device=device)
-        self._offset = torch.as_tensor(transform.offset, device=device)
+        # An identity normalization (scale 1, offset 0: pixels in [0, 1] fed as they are) is
+        # skipped: x * 1 + 0 == x exactly, and the two full-size products and their backward
+        # cost about as much as a small model's first layer.
+        identity = bool(np.all(transform.scale == 1.0) and np.all(transform.offset == 0.0))
+        self._scale = None if identity else torch.as_tensor(transform.scale, device=device)
+        self._offset = None if identity else torch.as_tensor(transform.offset, device=device)
 
     def scores(self, pixels: torch.Tensor) -> torch.Tensor:
         """Raw class scores (n, K) for already-clipped pixel tensors (n, *pixel_shape)."""
-        out = self.module(pixels * self._scale + self._offset)
+        out = self.module(pixels if self._scale is None else pixels * self._scale + self._offset)
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out
