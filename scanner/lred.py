@@ -61,6 +61,12 @@ class Job:
 # lengthen it by STEP_GROWTH (never above adaptive_step) when the change is below
 # WEIGHT_CHANGE_GROW and Q_t > 0. Thresholds chosen in benchmarks/adaptive_step.py on the sample
 # model (docs/benchmarks.md, "Prototype"); they are not tuned per model.
+# Before the first misclassification (Q_t = 0 at every point so far) w stays w(0) (line 12), so
+# nothing a long step could get wrong about the weights: the step grows by STEP_GROWTH there too,
+# and the step on which Q_t first turns positive is bisected back to the first misclassified
+# point (to within the crossing resolution); the step then restarts at delta, the state the
+# schedule would have reached with steps of delta (docs/benchmarks.md, "Long steps before the
+# first misclassification").
 WEIGHT_CHANGE_SHRINK = 0.01
 WEIGHT_CHANGE_GROW = 0.003
 STEP_GROWTH = 1.25
@@ -149,6 +155,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     iterations = [0] * n
     rejections = [0] * n
     first_rejection: list[int | None] = [None] * n
+    misclassified = [False] * n             # Q_t > 0 seen at some point of the job's path
     results: dict[int, PatternEstimate] = {}
 
     def finish(i: int, q_row: torch.Tensor, fraction: float, status: str) -> None:
@@ -189,8 +196,25 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         """The ``adaptive_step`` rule (see WEIGHT_CHANGE_SHRINK) for job i, after an update of w."""
         if weight_change > WEIGHT_CHANGE_SHRINK:
             step_length[i] = max(0.5 * step_length[i], delta)
-        elif weight_change < WEIGHT_CHANGE_GROW and fraction > 0:
+        elif weight_change < WEIGHT_CHANGE_GROW and (fraction > 0 or not misclassified[i]):
             step_length[i] = min(STEP_GROWTH * step_length[i], adaptive_step)
+
+    def locate_first_misclassification(i: int) -> None:
+        """Job i's last step, from a point where Q_t = 0, reached Q_t > 0: move v back to the
+        shortest fraction of that step (to within the crossing resolution) where Q_t(v, w(0)) > 0
+        and restart the step at delta. The next pass evaluates q and the gradient there."""
+        start, whole = v[i] - last_step[i], last_step[i].clone()
+        low, high = 0.0, 1.0
+        while (high - low) * last_length[i] > crossing_resolution:
+            middle = 0.5 * (low + high)
+            if float((w[i] * fractions_at(i, start + middle * whole)).sum()) > 0:
+                high = middle
+            else:
+                low = middle
+        last_step[i] = high * whole
+        last_length[i] = high * last_length[i]
+        v[i] = start + last_step[i]
+        step_length[i] = delta
 
     def advance(i: int, q: torch.Tensor, grad_by_source: torch.Tensor) -> None:
         """Lines 5-12 for job i at v(tau+1), then line 4 of the next iteration: the path of a job
@@ -310,6 +334,12 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         moving, scale = [], []
         for p, i in enumerate(members):
             f, g, length = on_host[0, p], on_host[1, p], step_length[i]
+            if f > 0 and not misclassified[i]:
+                misclassified[i] = True
+                if not first_iteration and adaptive_step is not None and jobs[i].adapt_weights \
+                        and last_length[i] > crossing_resolution:
+                    locate_first_misclassification(i)
+                    continue
             if not first_iteration and (f >= pi or iterations[i] >= max_iterations):
                 by_class = torch.zeros((K + 1,) + pixel_shape, device=device, dtype=dtype)
                 advance(i, q[p], by_class.index_add_(0, source_of_slot[p], grads[p])[:K])
