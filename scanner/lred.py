@@ -121,7 +121,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     instead of delta, so the path is resolved to the same relative precision at every scale.
     ``adaptive_step``: when set (> delta), each job's step starts at delta and is controlled by
     the change of its weights (see WEIGHT_CHANGE_SHRINK), between delta and adaptive_step; the
-    crossing step is then bisected to ``crossing_resolution`` or, when that is unset, to delta.
+    crossing step is then bisected to ``crossing_resolution`` or, when that is unset, to delta,
+    and so is the step on which Q_t first turns positive.
     Jobs whose weights do not adapt (U-RED, P-RED) keep the fixed step delta.
     """
     if adaptive_step is not None and crossing_resolution is None:
