@@ -33,6 +33,7 @@ class _ClipForAscent(torch.autograd.Function):
         upper = torch.rsub(values, 1.0).sign_().mul_(2.0).sub_(direction).clamp_(0.0, 1.0)
         return lower.mul_(upper).mul_(grad)
 
+
 def clip_pixels(values: torch.Tensor) -> torch.Tensor:
     """[values]_c: clamp to [0, 1]; gradient as documented above (for gradient ascent)."""
     return _ClipForAscent.apply(values)
