@@ -177,20 +177,27 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 q.index_add_(0, y_all[idx], (predicted == jobs[i].target).to(dtype))
         return q * inv_counts
 
-    def refine_crossing(i: int) -> torch.Tensor:
-        """Shortest fraction of the last step that still reaches pi (bisection); returns q there."""
-        start, step = v[i] - last_step[i], last_step[i].clone()
+    def bisect_last_step(i: int, length: float, reached) -> tuple[float, torch.Tensor | None]:
+        """Shortest fraction of job i's last step (of the given length) whose point still
+        satisfies ``reached(Q_t there)``, to within the crossing resolution (bisection, no
+        gradients): (that fraction, q_st there, or None when no midpoint was tried)."""
+        start, step = v[i] - last_step[i], last_step[i]
         low, high = 0.0, 1.0
         q_high = None
-        while (high - low) * float(torch.linalg.vector_norm(step)) > crossing_resolution:
+        while (high - low) * length > crossing_resolution:
             middle = 0.5 * (low + high)
             q_mid = fractions_at(i, start + middle * step)
-            if float((w[i] * q_mid).sum()) >= pi:
+            if reached(float((w[i] * q_mid).sum())):
                 high, q_high = middle, q_mid
             else:
                 low = middle
+        return high, q_high
+
+    def refine_crossing(i: int) -> torch.Tensor:
+        """Shortest fraction of the last step that still reaches pi (bisection); returns q there."""
+        high, q_high = bisect_last_step(i, float(torch.linalg.vector_norm(last_step[i])), lambda f: f >= pi)
         if q_high is not None:
-            v[i] = start + high * step
+            v[i] = v[i] - last_step[i] + high * last_step[i]
         return q_high
 
     def control_step(i: int, weight_change: float, fraction: float) -> None:
@@ -204,15 +211,9 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         """Job i's last step, from a point where Q_t = 0, reached Q_t > 0: move v back to the
         shortest fraction of that step (to within the crossing resolution) where Q_t(v, w(0)) > 0
         and restart the step at delta. The next pass evaluates q and the gradient there."""
-        start, whole = v[i] - last_step[i], last_step[i].clone()
-        low, high = 0.0, 1.0
-        while (high - low) * last_length[i] > crossing_resolution:
-            middle = 0.5 * (low + high)
-            if float((w[i] * fractions_at(i, start + middle * whole)).sum()) > 0:
-                high = middle
-            else:
-                low = middle
-        last_step[i] = high * whole
+        high, _ = bisect_last_step(i, last_length[i], lambda f: f > 0)
+        start = v[i] - last_step[i]
+        last_step[i] = high * last_step[i]
         last_length[i] = high * last_length[i]
         v[i] = start + last_step[i]
         step_length[i] = delta
