@@ -5,6 +5,7 @@ Extra op converters for newer opsets are registered with onnx2torch by ``newer_o
 
 Passes, in order (each one small module):
   subgraph.keep_score_path   drop side outputs (labels, ZipMap, auxiliary heads)
+  constant_aliases.read_weights_directly   weights read through Identity nodes are read directly
   reshape_allowzero.drop_reshape_allowzero   Reshape allowzero=1 (dynamo exporter) where it is moot
   static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
   explicit_padding.make_padding_explicit   auto_pad SAME_* and asymmetric AveragePool pads made explicit
@@ -30,6 +31,7 @@ from . import (  # noqa: F401  (importing them registers extra converters with o
     reduce_axes_input,
     slice_tuple,
 )
+from .constant_aliases import read_weights_directly
 from .diagnose import describe_refusal
 from .explicit_padding import make_padding_explicit
 from .fixed_batch import FixedBatchModule, runs_on_batch
@@ -59,6 +61,9 @@ def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> Conve
     graph = keep_score_path(model, input_name, output_name)
     if graph is not model:
         passes.append(f"kept only the path to output {output_name!r}")
+    graph, aliased = read_weights_directly(graph)
+    if aliased:
+        passes.append(f"read {aliased} weight(s) directly instead of through Identity nodes")
     # before freeing the batch: a Reshape target [1, K] with allowzero=1 is moot, [0, K] is not
     graph, changed = drop_reshape_allowzero(graph)
     if changed:

@@ -105,3 +105,26 @@ def test_pad_at_opset_19_converts_and_pad_with_axes_is_refused_by_name():
                       [short, axes], 19)
     with pytest.raises(UnsupportedOperatorError, match="axes input"):
         converters.to_torch(model, "x", "y")
+
+
+def test_conv_weights_read_through_identity_nodes_convert_like_onnxruntime():
+    # the TorchScript exporter's habit for identical constants (torchvision resnet18: 16 biases)
+    from onnx import helper
+
+    from converters.constant_aliases import read_weights_directly
+    from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
+    rng = np.random.default_rng(0)
+    weights = {"w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)}
+    before = (helper.make_node("Identity", ["b"], ["b_alias"]), helper.make_node("Identity", ["b_alias"], ["b_alias2"]),
+              helper.make_node("Identity", ["w"], ["w_alias"]))
+    conv = helper.make_node("Conv", ["x", "w_alias", "b_alias2"], ["y"], pads=[1, 1, 1, 1])
+    model = one_node_model(conv, [2, 3, 5, 5], 17, weights, before=before)
+    rewired, removed = read_weights_directly(model)
+    assert removed == 3 and [n.op_type for n in rewired.graph.node] == ["Conv"]
+    assert list(rewired.graph.node[0].input) == ["x", "w", "b"]
+    converted = assert_converts_like_onnxruntime(model, seeded((2, 3, 5, 5)))
+    assert any("Identity" in p for p in converted.passes)
+    # an Identity on an activation, or one that is the graph's output, is left alone
+    relu = helper.make_node("Relu", ["x"], ["r"])
+    model = one_node_model(helper.make_node("Identity", ["r"], ["y"]), [2, 3], 17, before=(relu,))
+    assert read_weights_directly(model) == (model, 0)
