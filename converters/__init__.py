@@ -27,6 +27,7 @@ from scanner.errors import ConversionError, UnsupportedOperatorError
 from . import (  # noqa: F401  (importing them registers extra converters with onnx2torch)
     gelu,
     newer_opsets,
+    opset18_ops,
     pooling,
     reduce_axes_input,
     slice_tuple,
@@ -34,7 +35,7 @@ from . import (  # noqa: F401  (importing them registers extra converters with o
 from .constant_aliases import read_weights_directly
 from .diagnose import describe_refusal
 from .explicit_padding import make_padding_explicit
-from .fixed_batch import FixedBatchModule, runs_on_batch
+from .fixed_batch import FixedBatchModule, batch_independent, runs_on_batch
 from .opset import convertible_opset
 from .parity import Parity, compare_scores
 from .reshape_allowzero import drop_reshape_allowzero
@@ -55,8 +56,6 @@ class ConvertedModel:
 
 def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> ConvertedModel:
     """Convert the path input -> class scores of ``model`` into a frozen torch module."""
-    from onnx2torch import convert
-
     passes = []
     graph = keep_score_path(model, input_name, output_name)
     if graph is not model:
@@ -69,9 +68,21 @@ def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> Conve
     if changed:
         passes.append(f"dropped allowzero=1 from {changed} Reshape node(s)")
     fixed = fixed_batch_size(graph, input_name)
-    graph, reshapes = free_batch_dimension(graph, input_name)
+    freed, reshapes = free_batch_dimension(graph, input_name)
     if fixed is not None:
         passes.append(f"freed the fixed batch size {fixed} (input and {reshapes} Reshape target(s))")
+    freeing = len(passes) - 1
+    module = _convert(freed, passes)
+    if fixed is not None:
+        module = _batch_fallback(module, freed, input_name, fixed, passes, original=lambda: _convert(graph, []),
+                                 freeing=freeing)
+    return ConvertedModel(module, tuple(passes))
+
+
+def _convert(graph: onnx.ModelProto, passes: list[str]) -> torch.nn.Module:
+    """The remaining passes, then onnx2torch; the module comes back frozen, in eval mode."""
+    from onnx2torch import convert
+
     graph, padded = make_padding_explicit(graph)
     if padded:
         passes.append(f"made the padding of {padded} convolution/pooling node(s) explicit")
@@ -94,18 +105,26 @@ def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> Conve
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
-    if fixed is not None:
-        module = _batch_fallback(module, graph, input_name, fixed, passes)
-    return ConvertedModel(module, tuple(passes))
+    return module
 
 
 def _batch_fallback(module: torch.nn.Module, graph: onnx.ModelProto, input_name: str, fixed: int,
-                    passes: list[str]) -> torch.nn.Module:
-    """The module itself if it runs on any batch size; else it evaluated ``fixed`` images at a time."""
+                    passes: list[str], original, freeing: int) -> torch.nn.Module:
+    """The module itself if it runs on any batch size; else the original graph evaluated ``fixed``
+    images at a time.
+
+    ``graph`` is the graph with the batch freed, ``original()`` converts the graph before that
+    pass. A freed graph that fails on other batch sizes, or runs on them with different results
+    (a Reshape whose input does not start with the batch, as in torch's multi-head attention,
+    which keeps tokens first: its freed target copies the wrong dimension), is not used at all:
+    the original graph at its own batch size is the exported one. ``passes[freeing]`` is the
+    pass list's entry for the freeing."""
     dims = next((tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
                  for v in graph.graph.input if v.name == input_name), ())
-    if len(dims) < 2 or any(d is None for d in dims[1:]) or runs_on_batch(module, fixed + 1, dims[1:]):
+    if len(dims) < 2 or any(d is None for d in dims[1:]) or batch_independent(module, fixed, dims[1:]):
         return module
+    module = original()
+    passes[freeing] = f"kept the fixed batch size {fixed} (the graph does not run on other batch sizes once freed)"
     if not runs_on_batch(module, fixed, dims[1:]):
         raise ConversionError(f"the converted module runs on no batch size (the graph bakes in {fixed})")
     message = (f"the graph bakes batch size {fixed} in beyond its input and Reshape targets: evaluating "

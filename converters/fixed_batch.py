@@ -32,6 +32,24 @@ class FixedBatchModule(nn.Module):
         return torch.cat(outputs)
 
 
+def batch_independent(module: nn.Module, fixed: int, sample_shape: tuple[int, ...]) -> bool:
+    """Whether ``module`` runs on ``fixed + 1`` random inputs and gives the first ``fixed`` of them
+    the outputs it gives them alone: a graph whose freed batch size only seems to work (a Reshape
+    that copies some other dimension equal to the batch) fails this."""
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.rand((fixed + 1,) + tuple(sample_shape), generator=generator)
+    try:
+        with torch.no_grad():
+            together, alone = module(probe), module(probe[:fixed])
+    except Exception:  # noqa: BLE001 - any failure means "not batchable": the caller falls back, it does not fail
+        return False
+    if isinstance(together, (tuple, list)):
+        together, alone = together[0], alone[0]
+    return (isinstance(together, torch.Tensor) and together.ndim >= 1 and together.shape[0] == fixed + 1
+            and alone.shape == together[:fixed].shape
+            and bool(torch.allclose(alone, together[:fixed], rtol=1e-4, atol=1e-5)))
+
+
 def runs_on_batch(module: nn.Module, size: int, sample_shape: tuple[int, ...]) -> bool:
     """Whether ``module`` maps a batch of ``size`` zero inputs of ``sample_shape`` to ``size`` outputs."""
     probe = torch.zeros((size,) + tuple(sample_shape))

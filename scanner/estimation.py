@@ -86,6 +86,16 @@ class DifferentiableClassifier:
             return torch.log(scores.clamp_min(torch.finfo(scores.dtype).tiny))
         return torch.log_softmax(scores, dim=1)
 
+    def gradient_reaches_input(self, inputs: torch.Tensor, scores: torch.Tensor) -> bool:
+        """Whether log p(c | x) passes a finite, non-zero gradient back to ``inputs`` (which
+        ``scores`` was computed from). All classes enter, with fixed unequal weights: a single
+        class's score can be flat (a ReLU after the last layer, as in SqueezeNet, leaves some
+        classes at exactly 0), and equal weights could cancel."""
+        log_p = self.log_posterior(scores)
+        weights = torch.linspace(1.0, 2.0, log_p.shape[1], dtype=log_p.dtype, device=log_p.device)
+        (gradient,) = torch.autograd.grad((log_p * weights).sum(), inputs)
+        return bool(torch.isfinite(gradient).all()) and float(gradient.abs().max()) > 0.0
+
 
 class PairBatch:
     """Rows (job, clean image) for every image of the job's source classes, grouped by job.

@@ -261,9 +261,7 @@ def _parity_gate(classifier: DifferentiableClassifier, pixels: np.ndarray,
             f"the converted torch module disagrees with onnxruntime on {n} clean images: max |difference| "
             f"{parity.max_abs_difference:.3g} (tolerance {parity.tolerance:.3g}), argmax agreement "
             f"{parity.argmax_agreement:.3f}; refusing to scan on an unfaithful conversion")
-    log_p = classifier.log_posterior(scores)
-    (gradient,) = torch.autograd.grad(log_p[:, 0].sum(), inputs)
-    if not torch.isfinite(gradient).all() or float(gradient.abs().max()) == 0.0:
+    if not classifier.gradient_reaches_input(inputs, scores):
         raise ConversionMismatchError("the converted module gives no usable input gradient "
                                       "(zero or not finite); pattern estimation cannot run on it")
     return parity

@@ -49,3 +49,26 @@ def test_batch_of_one_that_the_pass_frees_needs_no_fallback():
     converted = converters.to_torch(model, "x", "scores")
     assert not any("at a time" in step for step in converted.passes)
     assert converted.module(torch.zeros(3, 2, 3)).shape == (3, 4)
+
+
+def test_a_freeing_that_breaks_the_graph_falls_back_to_the_original_at_its_batch_size():
+    # (1, 2, 3) -> Transpose -> (2, 1, 3) -> Reshape [1, 6]: the target starts with the batch size,
+    # but the Reshape's input does not start with the batch (torch's multi-head attention keeps
+    # tokens first), so the freed target [0, 6] would copy the 2 and fail on every batch
+    weight = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["x"], ["tokens_first"], perm=[1, 0, 2]),
+             helper.make_node("Reshape", ["tokens_first", "shape"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "w"], ["scores"])]
+    graph = helper.make_graph(
+        nodes, "tokens_first", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4])],
+        initializer=[numpy_helper.from_array(np.array([1, 6], np.int64), "shape"),
+                     numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = IR_VERSION
+    converted = converters.to_torch(model, "x", "scores")
+    assert any(step.startswith("kept the fixed batch size 1") for step in converted.passes)
+    assert any("1 image(s) at a time" in step for step in converted.passes)
+    x = np.random.default_rng(1).uniform(size=(3, 2, 3)).astype(np.float32)
+    reference = np.concatenate([onnxruntime_outputs(model, x[i:i + 1]) for i in range(3)])
+    np.testing.assert_allclose(converted.module(torch.tensor(x)).numpy(), reference, atol=1e-5)

@@ -38,3 +38,19 @@ def test_unreadable_file_exits_2(tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"\x00\x01garbage")
     result = _inspect(tmp_path / "m.onnx")
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_class_whose_score_is_always_zero_does_not_block_the_gradient_check(tmp_path):
+    # SqueezeNet ends in ReLU: a class whose score is 0 on every input passes no gradient of its own;
+    # the gradient check looked at class 0 alone and called such a model unscannable
+    model = synthetic.linear_classifier(5)
+    bias = next(t for t in model.graph.initializer if t.name == "b")
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[0] = -1e4
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, "b"))
+    model.graph.node[-1].output[0] = "pre"
+    model.graph.node.append(helper.make_node("Relu", ["pre"], ["logits"], name="last_relu"))
+    onnx.save(model, tmp_path / "m.onnx")
+    result = _inspect(tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    assert "input gradient ok" in result.output
