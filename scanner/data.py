@@ -162,8 +162,15 @@ def select_images(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
     if missing:
         raise DataError(f"no clean images for class(es) {_short(missing)}; L-RED needs images of every class")
     if empty:
-        raise DataError(f"the model misclassifies every clean image of class(es) {_short(empty)}; "
-                        "add images of those classes that it classifies correctly")
+        accuracy = float((predictions == labels).mean())
+        hint = "add images of those classes that it classifies correctly"
+        if accuracy < 0.5:
+            # a model that is right on under half of its own classes' images is usually fed the wrong
+            # input convention, not given bad images
+            hint = (f"it classifies only {accuracy:.0%} of all clean images correctly: check the input "
+                    "convention (--input-scale 255 for a model that takes 0-255, --mean/--std, --layout) "
+                    "and that the labels are the model's class indices")
+        raise DataError(f"the model misclassifies every clean image of class(es) {_short(empty)}; {hint}")
     return Selection(np.concatenate(chosen), tuple(used), tuple(available))
 
 

@@ -97,3 +97,10 @@ def test_class_without_a_correct_image_is_an_error():
 def test_class_without_any_image_is_an_error():
     with pytest.raises(DataError, match="no clean images for class"):
         select_images(np.array([0, 1]), np.array([0, 1]), 3, images_per_class=1, seed=0)
+
+
+def test_a_model_wrong_on_most_images_gets_a_hint_about_the_input_convention():
+    labels = np.repeat(np.arange(4), 5)
+    predictions = np.zeros_like(labels)             # a 0-255 model fed [0, 1]: one class for everything
+    with pytest.raises(DataError, match=r"only 25% .*--input-scale 255"):
+        select_images(labels, predictions, 4, images_per_class=2, seed=0)
