@@ -125,6 +125,7 @@ def load_model(path: str | os.PathLike, output_name: str | None = None) -> Loade
                                     "expected an image batch of rank 2 (flat), 3 or 4")
 
     _expose_zipmap_probabilities(graph)
+    _expose_flat_scores(graph, output_name)
     output = _pick_output(graph, output_name)
     producers = {o: n.op_type for n in graph.node for o in n.output}
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -149,10 +150,35 @@ def _expose_zipmap_probabilities(graph: onnx.GraphProto) -> None:
             graph.output.append(known[node.input[0]])
 
 
+def _expose_flat_scores(graph: onnx.GraphProto, output_name: str | None) -> None:
+    """Some classifiers end in a 1x1 convolution and global pooling without a Flatten, and give
+    their scores as (N, K, 1, 1) (SqueezeNet in the ONNX model zoo). When no output, or not the
+    one asked for, is (N, K), each float output of shape (N, K, 1, ..., 1) gets a Flatten(axis=1)
+    beside it, exposed as '<name>/flat' (the graph's own outputs are unchanged, and
+    ``--output NAME`` may name either)."""
+    outputs = list(graph.output)
+    if output_name is None and any(_is_score_output(o) for o in outputs):
+        return
+    for value in outputs:
+        dims = _dims(value)
+        if (output_name not in (None, value.name) or value.type.tensor_type.elem_type not in FLOAT_TYPES
+                or len(dims) < 3 or any(d != 1 for d in dims[2:]) or dims[1] is None or dims[1] < 2):
+            continue
+        flat = f"{value.name}/flat"
+        graph.node.append(onnx.helper.make_node("Flatten", [value.name], [flat], axis=1,
+                                                name=f"lred_flatten_{value.name}"))
+        graph.output.append(onnx.helper.make_tensor_value_info(flat, value.type.tensor_type.elem_type,
+                                                               [dims[0] if dims[0] is not None else "N", dims[1]]))
+        if output_name == value.name:
+            return
+
+
 def _pick_output(graph: onnx.GraphProto, output_name: str | None) -> onnx.ValueInfoProto:
     outputs = list(graph.output)
     if output_name is not None:
         match = [o for o in outputs if o.name == output_name]
+        if match and not _is_score_output(match[0]) and any(o.name == f"{output_name}/flat" for o in outputs):
+            match = [o for o in outputs if o.name == f"{output_name}/flat"]
         if not match:
             raise UnsupportedModelError(f"no output named {output_name!r}; outputs are "
                                         + ", ".join(repr(o.name) for o in outputs))

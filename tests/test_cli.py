@@ -207,3 +207,23 @@ def test_an_unexpected_runtime_error_is_not_called_out_of_memory(backdoored_case
     assert result.exit_code == 2
     assert "internal error (RuntimeError: shape mismatch)" in result.output
     assert "ran out of memory" not in result.output
+
+
+def test_scores_given_as_n_k_1_1_are_flattened_and_scanned(tmp_path):
+    # a classifier ending in a 1x1 convolution and global pooling without Flatten (SqueezeNet)
+    from onnx import TensorProto, helper, numpy_helper
+    model = synthetic.linear_classifier(6, backdoor_target=2)
+    model.graph.node[-1].output[0] = "logits2d"
+    model.graph.node.append(helper.make_node("Unsqueeze", ["logits2d", "axes"], ["scores"]))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 6, 1, 1]))
+    onnx.save(model, tmp_path / "m.onnx")
+    x, y = synthetic.clean_images(6, 4)
+    np.savez(tmp_path / "c.npz", x=x, y=y)
+    report_path = tmp_path / "r.json"
+    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
+    report = json.loads(report_path.read_text())
+    assert result.exit_code == 1 and report["target_class"] == 2
+    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--output", "scores", "-q")
+    assert result.exit_code == 1, result.output
