@@ -62,10 +62,14 @@ class DifferentiableClassifier:
     """log p(c | clip(x + v)) through the converted torch module, in pixel space."""
 
     def __init__(self, module: torch.nn.Module, transform: InputTransform, score_kind: str,
-                 device: torch.device):
+                 device: torch.device, softmax_applied_after: bool = False):
+        """``score_kind``: 'logits' or 'probabilities', what ``module`` returns.
+        ``softmax_applied_after``: ``module`` returns the logits that the model's output Softmax
+        normalizes (``model_scores`` applies it, for comparing with the model's own output)."""
         self.module = module.to(device).eval()
         self.device = device
         self.score_kind = score_kind
+        self.softmax_applied_after = softmax_applied_after
         # An identity normalization (scale 1, offset 0: pixels in [0, 1] fed as they are) is
         # skipped: x * 1 + 0 == x exactly, and the two full-size products and their backward
         # cost about as much as a small model's first layer.
@@ -79,6 +83,11 @@ class DifferentiableClassifier:
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out
+
+    def model_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """What the ONNX model itself outputs for these ``scores`` (the softmax of the logits
+        when ``softmax_applied_after``)."""
+        return torch.softmax(scores, dim=1) if self.softmax_applied_after else scores
 
     def log_posterior(self, scores: torch.Tensor) -> torch.Tensor:
         """log p(c | x) from the scores: log-softmax of logits, or log of probabilities."""

@@ -22,6 +22,8 @@ class LoadedModel:
 
     ``input_shape`` and ``output_shape`` hold ``None`` for symbolic dimensions.
     ``score_producer`` is the op type that produces the class scores (e.g. "Gemm", "Softmax").
+    ``softmax_input`` names the logits when the scores are a Softmax over the classes of a
+    (N, K) tensor, else None.
     """
 
     path: str
@@ -35,6 +37,7 @@ class LoadedModel:
     output_name: str
     output_shape: tuple[int | None, ...]
     score_producer: str
+    softmax_input: str | None = None
 
     @property
     def num_classes(self) -> int | None:
@@ -134,7 +137,21 @@ def load_model(path: str | os.PathLike, output_name: str | None = None) -> Loade
         producer=" ".join(x for x in (proto.producer_name, proto.producer_version) if x) or "unknown",
         input_name=image.name, input_shape=input_shape, input_dtype=FLOAT_TYPES[elem],
         output_name=output.name, output_shape=_dims(output),
-        score_producer=producers.get(output.name, "unknown"))
+        score_producer=producers.get(output.name, "unknown"), softmax_input=_softmax_input(graph, output.name))
+
+
+def _softmax_input(graph: onnx.GraphProto, output_name: str) -> str | None:
+    """The input of the Softmax that produces ``output_name`` (possibly through Identity nodes),
+    when it normalizes over the classes: the output is (N, K), and a Softmax keeps its input's
+    shape, so axis 1 or -1 means the class axis at every opset."""
+    producers = {o: n for n in graph.node for o in n.output}
+    node = producers.get(output_name)
+    while node is not None and node.op_type == "Identity" and (node.domain or "") in ("", "ai.onnx"):
+        node = producers.get(node.input[0])
+    if node is None or node.op_type != "Softmax" or (node.domain or "") not in ("", "ai.onnx"):
+        return None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+    return node.input[0] if axis in (None, 1, -1) else None
 
 
 def _expose_zipmap_probabilities(graph: onnx.GraphProto) -> None:

@@ -135,8 +135,18 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
     lap("load_data")
 
     say("convert", "converting the ONNX graph to torch (onnx2torch)")
-    converted = converters.to_torch(model.proto, model.input_name, model.output_name)
-    classifier = DifferentiableClassifier(converted.module, transform, score_kind, device)
+    passes = ()
+    if model.softmax_input is not None:
+        # log p(t | x) as log-softmax of the logits, not as the log of probabilities that float32
+        # rounds to exactly 0 on a confident model (no gradient there: such targets would stall)
+        converted = converters.to_torch(model.proto, model.input_name, model.softmax_input)
+        classifier = DifferentiableClassifier(converted.module, transform, "logits", device,
+                                              softmax_applied_after=True)
+        passes = (f"took the logits {model.softmax_input!r} before the output Softmax",)
+    else:
+        converted = converters.to_torch(model.proto, model.input_name, model.output_name)
+        classifier = DifferentiableClassifier(converted.module, transform, score_kind, device)
+    passes = converted.passes + passes
     parity = _parity_gate(classifier, pixels, reference_scores, config)
     lap("convert")
 
@@ -208,7 +218,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         classes=classes, pairs=pairs,
         model=ModelSummary(model.path, model.sha256, model.opset, model.producer, model.input_name,
                            model.input_shape, model.output_name, num_classes, score_kind,
-                           transform.layout, converted.passes),
+                           transform.layout, passes),
         parity=ParitySummary(parity.max_abs_difference, parity.tolerance, parity.argmax_agreement,
                              parity.images),
         data=DataSummary(clean.source, int(pixels.shape[0]), selection.per_class,
@@ -250,7 +260,7 @@ def _parity_gate(classifier: DifferentiableClassifier, pixels: np.ndarray,
     inputs = torch.as_tensor(pixels[:n], device=classifier.device).requires_grad_(True)
     try:
         scores = classifier.scores(inputs)
-        torch_scores = scores.detach().cpu().double().numpy()
+        torch_scores = classifier.model_scores(scores.detach()).cpu().double().numpy()
     except Exception as exc:
         raise ConversionMismatchError(f"the converted torch module fails to run: {type(exc).__name__}: "
                                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc

@@ -227,3 +227,25 @@ def test_scores_given_as_n_k_1_1_are_flattened_and_scanned(tmp_path):
     assert result.exit_code == 1 and report["target_class"] == 2
     result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--output", "scores", "-q")
     assert result.exit_code == 1, result.output
+
+
+def test_a_confident_softmax_model_is_scanned_through_its_logits(tmp_path):
+    # probabilities that float32 rounds to exactly 0 pass no gradient through log p: before the
+    # scan took the logits in front of the Softmax, such targets stalled and the scan failed
+    from onnx import numpy_helper
+    model = synthetic.linear_classifier(6, backdoor_target=2, softmax=True)
+    for tensor in model.graph.initializer:
+        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 200.0, tensor.name))
+    onnx.save(model, tmp_path / "m.onnx")
+    x, y = synthetic.clean_images(6, 4)
+    np.savez(tmp_path / "c.npz", x=x, y=y)
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {"image": x[:, None].astype(np.float32) / 255})[0]
+    assert (probabilities == 0).mean() > 0.5          # the case under test: most probabilities underflow
+    report_path = tmp_path / "r.json"
+    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
+    report = json.loads(report_path.read_text())
+    assert result.exit_code == 1 and report["target_class"] == 2, result.output
+    assert report["model"]["score_kind"] == "probabilities"
+    assert any("before the output Softmax" in p for p in report["model"]["conversion_passes"])
