@@ -5,6 +5,7 @@ Extra op converters for newer opsets are registered with onnx2torch by ``newer_o
 
 Passes, in order (each one small module):
   subgraph.keep_score_path   drop side outputs (labels, ZipMap, auxiliary heads)
+  float32.widen_float16      a float16 graph becomes its float32 twin (weights, constants, Casts)
   constant_aliases.read_weights_directly   weights read through Identity nodes are read directly
   reshape_allowzero.drop_reshape_allowzero   Reshape allowzero=1 (dynamo exporter) where it is moot
   static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
@@ -35,6 +36,7 @@ from . import (  # noqa: F401  (importing them registers extra converters with o
 from .constant_aliases import read_weights_directly
 from .diagnose import describe_refusal
 from .explicit_padding import make_padding_explicit
+from .float32 import FLOAT16_PARITY_RTOL, uses_float16, widen_float16
 from .fixed_batch import FixedBatchModule, batch_independent, runs_on_batch
 from .opset import convertible_opset
 from .parity import Parity, compare_scores
@@ -43,7 +45,7 @@ from .static_batch import fixed_batch_size, free_batch_dimension
 from .subgraph import keep_score_path
 from .support import UnsupportedNode, unsupported_nodes
 
-__all__ = ["ConvertedModel", "Parity", "UnsupportedNode", "compare_scores", "to_torch", "unsupported_nodes"]
+__all__ = ["FLOAT16_PARITY_RTOL", "ConvertedModel", "uses_float16", "Parity", "UnsupportedNode", "compare_scores", "to_torch", "unsupported_nodes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +62,9 @@ def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> Conve
     graph = keep_score_path(model, input_name, output_name)
     if graph is not model:
         passes.append(f"kept only the path to output {output_name!r}")
+    graph, widened = widen_float16(graph)
+    if widened:
+        passes.append("converted the float16 graph to float32 for torch (onnxruntime runs the float16 original)")
     graph, aliased = read_weights_directly(graph)
     if aliased:
         passes.append(f"read {aliased} weight(s) directly instead of through Identity nodes")

@@ -147,7 +147,9 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         converted = converters.to_torch(model.proto, model.input_name, model.output_name)
         classifier = DifferentiableClassifier(converted.module, transform, score_kind, device)
     passes = converted.passes + passes
-    parity = _parity_gate(classifier, pixels, reference_scores, config)
+    rtol = max(config.parity_rtol, converters.FLOAT16_PARITY_RTOL) if converters.uses_float16(model.proto) \
+        else config.parity_rtol
+    parity = _parity_gate(classifier, pixels, reference_scores, config, rtol)
     lap("convert")
 
     check = ReferenceCheck(reference, transform, x, y, num_classes, config.pi)
@@ -254,8 +256,9 @@ def _channels_hint(model: LoadedModel) -> int | None:
 
 
 def _parity_gate(classifier: DifferentiableClassifier, pixels: np.ndarray,
-                 reference_scores: np.ndarray, config: ScanConfig) -> converters.Parity:
-    """Refuse a conversion that disagrees with onnxruntime, or that blocks input gradients."""
+                 reference_scores: np.ndarray, config: ScanConfig, rtol: float) -> converters.Parity:
+    """Refuse a conversion that disagrees with onnxruntime (beyond ``rtol`` of max |score| plus
+    ``config.parity_atol``), or that blocks input gradients."""
     n = min(PARITY_IMAGES, pixels.shape[0])
     inputs = torch.as_tensor(pixels[:n], device=classifier.device).requires_grad_(True)
     try:
@@ -264,8 +267,7 @@ def _parity_gate(classifier: DifferentiableClassifier, pixels: np.ndarray,
     except Exception as exc:
         raise ConversionMismatchError(f"the converted torch module fails to run: {type(exc).__name__}: "
                                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    parity = converters.compare_scores(torch_scores, reference_scores[:n], config.parity_rtol,
-                                       config.parity_atol)
+    parity = converters.compare_scores(torch_scores, reference_scores[:n], rtol, config.parity_atol)
     if not parity.ok:
         raise ConversionMismatchError(
             f"the converted torch module disagrees with onnxruntime on {n} clean images: max |difference| "

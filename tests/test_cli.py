@@ -249,3 +249,21 @@ def test_a_confident_softmax_model_is_scanned_through_its_logits(tmp_path):
     assert result.exit_code == 1 and report["target_class"] == 2, result.output
     assert report["model"]["score_kind"] == "probabilities"
     assert any("before the output Softmax" in p for p in report["model"]["conversion_passes"])
+
+
+def test_a_float16_model_is_scanned_through_its_float32_twin(tmp_path):
+    from onnx import TensorProto, numpy_helper
+    model = synthetic.linear_classifier(6, backdoor_target=2)
+    for tensor in model.graph.initializer:
+        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.save(model, tmp_path / "m.onnx")
+    x, y = synthetic.clean_images(6, 4)
+    np.savez(tmp_path / "c.npz", x=x, y=y)
+    report_path = tmp_path / "r.json"
+    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
+    report = json.loads(report_path.read_text())
+    assert result.exit_code == 1 and report["target_class"] == 2, result.output
+    assert any("float16" in p for p in report["model"]["conversion_passes"])
+    assert all(c["verified_fraction"] >= 0.9 for c in report["classes"])

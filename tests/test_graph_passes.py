@@ -128,3 +128,32 @@ def test_conv_weights_read_through_identity_nodes_convert_like_onnxruntime():
     relu = helper.make_node("Relu", ["x"], ["r"])
     model = one_node_model(helper.make_node("Identity", ["r"], ["y"]), [2, 3], 17, before=(relu,))
     assert read_weights_directly(model) == (model, 0)
+
+
+def test_float16_graph_with_casts_and_constants_converts_like_onnxruntime():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converters.float32 import widen_float16
+    from onnx_parity import IR_VERSION, onnxruntime_outputs
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.array(0.5, np.float16))),
+             helper.make_node("Mul", ["x", "half"], ["scaled"]),
+             helper.make_node("Cast", ["scaled"], ["wide"], to=TensorProto.FLOAT),      # a float32 island
+             helper.make_node("Relu", ["wide"], ["r"]),
+             helper.make_node("Cast", ["r"], ["narrow"], to=TensorProto.FLOAT16),
+             helper.make_node("Gemm", ["narrow", "w", "b"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "half", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 3])],
+        initializer=[numpy_helper.from_array(rng.normal(size=(3, 5)).astype(np.float16), "w"),
+                     numpy_helper.from_array(rng.normal(size=3).astype(np.float16), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = IR_VERSION
+    widened, changed = widen_float16(model)
+    assert changed and not any(t.data_type == TensorProto.FLOAT16 for t in widened.graph.initializer)
+    converted = converters.to_torch(model, "x", "y")
+    x = rng.uniform(-1, 1, size=(4, 5)).astype(np.float32)
+    reference = onnxruntime_outputs(model, x.astype(np.float16)).astype(np.float32)
+    result = converted.module(torch.tensor(x)).numpy()
+    assert result.dtype == np.float32
+    np.testing.assert_allclose(result, reference, atol=1e-2 * np.abs(reference).max())
