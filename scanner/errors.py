@@ -10,6 +10,7 @@
     │   └── ConversionMismatchError    the torch module disagrees with onnxruntime
     ├── DataError                  the clean images are missing, malformed or unusable
     ├── ConfigError                a scan parameter is out of range or inconsistent
+    ├── EstimationError            a pattern estimation ended at v = 0 (no usable gradient)
     └── ResourceError              the scan ran out of memory (host or GPU)
 
 Every message is one line: what was expected, what was found, what to do.
@@ -55,6 +56,11 @@ class DataError(LredError):
 
 class ConfigError(LredError):
     """A scan parameter is out of range or inconsistent with the model."""
+
+
+class EstimationError(LredError):
+    """Pattern estimation could not produce what the detection test needs (a positive ||v_t|| for
+    every class)."""
 
 
 class ResourceError(LredError):

@@ -16,7 +16,14 @@ import converters
 from . import detection, lred, pred, ured
 from .config import ScanConfig
 from .data import load_clean_images, select_images
-from .errors import ConversionMismatchError, LredError, ModelError, ResourceError, is_out_of_memory
+from .errors import (
+    ConversionMismatchError,
+    EstimationError,
+    LredError,
+    ModelError,
+    ResourceError,
+    is_out_of_memory,
+)
 from .estimation import (
     STATUS_CONVERGED,
     DifferentiableClassifier,
@@ -183,6 +190,14 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
 
     say("test", "order-statistic test")
     norms = np.array([e.pattern_norm for e in estimates])
+    stuck = [e for e, norm in zip(estimates, norms) if not (np.isfinite(norm) and norm > 0)]
+    if stuck:
+        raise EstimationError(
+            f"pattern estimation for {', '.join(_job_name(e) for e in stuck[:5])}"
+            f"{f' and {len(stuck) - 5} more' if len(stuck) > 5 else ''} could not leave v = 0 "
+            f"(status {stuck[0].status}): the model passes no usable gradient from those classes' "
+            "scores to the input (quantized, thresholded or saturated operators?); the order-statistic "
+            "test needs a positive ||v_t|| for every class")
     result = detection.detect(norms, config.alpha, config.p_value_basis)
     detected = result.detected
     suspect = estimates[result.inferred_target]

@@ -267,3 +267,23 @@ def test_a_float16_model_is_scanned_through_its_float32_twin(tmp_path):
     assert result.exit_code == 1 and report["target_class"] == 2, result.output
     assert any("float16" in p for p in report["model"]["conversion_passes"])
     assert all(c["verified_fraction"] >= 0.9 for c in report["classes"])
+
+
+def test_an_estimation_stuck_at_zero_is_an_error_not_a_verdict(backdoored_case, monkeypatch):
+    import dataclasses
+
+    import scanner.pipeline
+    real = scanner.pipeline.lred.estimate_patterns
+
+    def stuck_on_class_1(*args, **kwargs):
+        estimates = real(*args, **kwargs)
+        estimates[1] = dataclasses.replace(estimates[1], pattern=np.zeros_like(estimates[1].pattern),
+                                           status="zero_gradient", iterations=0)
+        return estimates
+
+    monkeypatch.setattr(scanner.pipeline.lred, "estimate_patterns", stuck_on_class_1)
+    model, data = backdoored_case
+    result = _scan(model, "--data", data, *FAST_OPTIONS, "-q")
+    assert result.exit_code == 2
+    assert "class 1 could not leave v = 0 (status zero_gradient)" in result.output
+    assert "NOT scanned" in result.output
