@@ -111,7 +111,8 @@ def test_unknown_basis_is_refused():
 
 
 def test_borderline_evidence_is_reported_when_the_two_p_values_disagree():
-    """The norms of the dynamo-exported fixture's scan (chessboard backdoor 7 -> 3): the paper's
+    """The norms of the dynamo-exported fixture's scan (chessboard backdoor 7 -> 3) before the scan
+    took the logits in front of its Softmax (now calibrated 0.043, detected): the paper's
     p-value flags class 3, the calibrated one does not, and the report says so."""
     from scanner.estimation import PatternEstimate
     from scanner.pipeline import _disagreement
