@@ -37,7 +37,7 @@ from .constant_aliases import read_weights_directly
 from .diagnose import describe_refusal
 from .explicit_padding import make_padding_explicit
 from .float32 import FLOAT16_PARITY_RTOL, uses_float16, widen_float16
-from .fixed_batch import FixedBatchModule, batch_independent, runs_on_batch
+from .fixed_batch import FixedBatchModule, batch_independent, runs_on_batch, vectorizes
 from .opset import convertible_opset
 from .parity import Parity, compare_scores
 from .reshape_allowzero import drop_reshape_allowzero
@@ -132,8 +132,10 @@ def _batch_fallback(module: torch.nn.Module, graph: onnx.ModelProto, input_name:
     passes[freeing] = f"kept the fixed batch size {fixed} (the graph does not run on other batch sizes once freed)"
     if not runs_on_batch(module, fixed, dims[1:]):
         raise ConversionError(f"the converted module runs on no batch size (the graph bakes in {fixed})")
+    vectorized = vectorizes(module, fixed, dims[1:])
     message = (f"the graph bakes batch size {fixed} in beyond its input and Reshape targets: evaluating "
-               f"{fixed} image(s) at a time (correct but slower)")
+               f"{fixed} image(s) at a time, " + ("vectorized with torch.func.vmap" if vectorized else
+                                                  "in a loop (correct but slower)"))
     logging.getLogger(__name__).warning(message)
     passes.append(message)
-    return FixedBatchModule(module, fixed)
+    return FixedBatchModule(module, fixed, vectorized)

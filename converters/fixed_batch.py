@@ -5,7 +5,9 @@ elsewhere (an Expand or ConstantOfShape target, a Reshape target assembled from 
 makes any other batch size fail. ``runs_on_batch`` probes the converted module with
 a batch of a different size; when it fails, ``FixedBatchModule`` evaluates the original
 conversion ``batch`` images at a time (the last chunk padded by repeating its last image and
-cut back), exactly as onnxruntime does in scanner/runtime.py. Correct, but slower.
+cut back), exactly as onnxruntime does in scanner/runtime.py: vectorized with
+``torch.func.vmap`` where that gives the same values (measured 25-40x faster than the loop on
+a small ViT and ConvNeXt-T exported by torch's dynamo exporter with batch 1), else in a loop.
 """
 from __future__ import annotations
 
@@ -14,22 +16,52 @@ from torch import nn
 
 
 class FixedBatchModule(nn.Module):
-    """Runs ``module``, which accepts exactly ``batch`` inputs, on any number of inputs."""
+    """Runs ``module``, which accepts exactly ``batch`` inputs, on any number of inputs.
 
-    def __init__(self, module: nn.Module, batch: int):
+    ``vectorized``: the inputs, padded to a multiple of ``batch``, are evaluated as groups of
+    ``batch`` under ``torch.func.vmap``, which runs the module once on all groups (every
+    operation sees one group, so sizes baked into the graph still hold); otherwise group by
+    group in a Python loop. ``vectorizes`` decides which is used; both give the same values.
+    """
+
+    def __init__(self, module: nn.Module, batch: int, vectorized: bool = False):
         super().__init__()
         self.module = module
         self.batch = batch
+        self.vectorized = vectorized
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for start in range(0, x.shape[0], self.batch):
-            chunk = x[start:start + self.batch]
-            missing = self.batch - chunk.shape[0]
-            if missing:
-                chunk = torch.cat([chunk, chunk[-1:].expand(missing, *chunk.shape[1:])])
-            outputs.append(self.module(chunk)[:self.batch - missing])
-        return torch.cat(outputs)
+        n = x.shape[0]
+        missing = -n % self.batch
+        if missing:
+            x = torch.cat([x, x[-1:].expand(missing, *x.shape[1:])])
+        if self.vectorized:
+            groups = x.reshape(-1, self.batch, *x.shape[1:])
+            out = torch.func.vmap(self.module)(groups)
+            return out.reshape(-1, *out.shape[2:])[:n]
+        outputs = [self.module(x[start:start + self.batch]) for start in range(0, x.shape[0], self.batch)]
+        return torch.cat(outputs)[:n]
+
+
+def vectorizes(module: nn.Module, batch: int, sample_shape: tuple[int, ...]) -> bool:
+    """Whether ``FixedBatchModule(module, batch, vectorized=True)`` runs and gives the loop's
+    values (to 1e-5 relative) and input gradients on a random probe of 2 * batch + 1 inputs."""
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.rand((2 * batch + 1,) + tuple(sample_shape), generator=generator)
+    try:
+        results = []
+        for vectorized in (False, True):
+            inputs = probe.clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = FixedBatchModule(module, batch, vectorized)(inputs)
+                (gradient,) = torch.autograd.grad((out * torch.linspace(1, 2, out.shape[-1])).sum(), inputs)
+            results.append((out.detach(), gradient))
+    except Exception:  # noqa: BLE001 - an op that vmap cannot batch: the loop is used, nothing fails
+        return False
+    (out_loop, grad_loop), (out_vmap, grad_vmap) = results
+    return (out_loop.shape == out_vmap.shape
+            and bool(torch.allclose(out_vmap, out_loop, rtol=1e-5, atol=1e-5 * float(out_loop.abs().max())))
+            and bool(torch.allclose(grad_vmap, grad_loop, rtol=1e-4, atol=1e-4 * float(grad_loop.abs().max()))))
 
 
 def batch_independent(module: nn.Module, fixed: int, sample_shape: tuple[int, ...]) -> bool:

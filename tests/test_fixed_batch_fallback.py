@@ -72,3 +72,22 @@ def test_a_freeing_that_breaks_the_graph_falls_back_to_the_original_at_its_batch
     x = np.random.default_rng(1).uniform(size=(3, 2, 3)).astype(np.float32)
     reference = np.concatenate([onnxruntime_outputs(model, x[i:i + 1]) for i in range(3)])
     np.testing.assert_allclose(converted.module(torch.tensor(x)).numpy(), reference, atol=1e-5)
+
+
+def test_fixed_batch_evaluation_is_vectorized_only_where_vmap_gives_the_loops_values():
+    from converters.fixed_batch import FixedBatchModule, vectorizes
+
+    class BakedPair(torch.nn.Module):           # accepts exactly 2 inputs, like a graph with 2 baked in
+        def forward(self, x):
+            return torch.reshape(x, (2, 6)) @ torch.ones(6, 3) * torch.arange(1.0, 4.0)
+
+    class DataDependent(BakedPair):             # reads a value on the host: vmap cannot batch that
+        def forward(self, x):
+            return super().forward(x) * (2.0 if float(x.detach().sum()) > 0 else 1.0)
+
+    x = torch.rand(5, 2, 3)
+    loop = FixedBatchModule(BakedPair(), 2)(x)
+    assert vectorizes(BakedPair(), 2, (2, 3))
+    np.testing.assert_allclose(FixedBatchModule(BakedPair(), 2, vectorized=True)(x).numpy(), loop.numpy(), rtol=1e-6)
+    assert loop.shape == (5, 3)
+    assert not vectorizes(DataDependent(), 2, (2, 3))
