@@ -26,6 +26,7 @@ import torch
 from scanner.errors import ConversionError, UnsupportedOperatorError
 
 from . import (  # noqa: F401  (importing them registers extra converters with onnx2torch)
+    batch_norm_any_rank,
     gelu,
     newer_opsets,
     opset18_ops,

@@ -4,7 +4,8 @@ convert, match onnxruntime and pass gradients to the input (``lred inspect``'s c
 Weights are random (seeded) and inputs 3x32x32: only conversion is under test. Each case is
 one habit that once stopped a conversion:
 * resnet18 (TorchScript): identical folded biases shared through Identity nodes;
-* shufflenet_v2 (dynamo, opset 18+): Split with ``num_outputs``;
+* shufflenet_v2 (dynamo, opset 18+): Split with ``num_outputs``; (TorchScript, opset 13, no constant
+  folding): BatchNormalization after a Reshape to a computed shape, whose rank is not inferred;
 * squeezenet1_1: scores after a ReLU, some exactly 0 (the gradient check looked at class 0 only);
 * a small ViT-like net: LayerNormalization over a dynamic token count (TorchScript), and with
   the dynamo exporter's fixed batch of 1, multi-head attention Reshapes whose batch is not
@@ -77,7 +78,7 @@ ARCHITECTURES = {
     "tiny_vit": TinyViT,
     "assorted_ops": AssortedOps,
 }
-CASES = [("resnet18", "torchscript"), ("shufflenet_v2", "dynamo"), ("squeezenet1_1", "torchscript"),
+CASES = [("resnet18", "torchscript"), ("shufflenet_v2", "torchscript13_unfolded"), ("shufflenet_v2", "dynamo"), ("squeezenet1_1", "torchscript"),
          ("tiny_vit", "torchscript"), ("tiny_vit", "dynamo"), ("assorted_ops", "dynamo")]
 
 
@@ -86,9 +87,11 @@ def _export(module: nn.Module, exporter: str) -> bytes:
     x = torch.rand(1, 3, 32, 32)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        if exporter == "torchscript":
-            torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=17, input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
+        if exporter.startswith("torchscript"):
+            options = dict(opset_version=13, do_constant_folding=False) if exporter == "torchscript13_unfolded" \
+                else dict(opset_version=17)
+            torch.onnx.export(module, (x,), buffer, dynamo=False, input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, **options)
         else:
             pytest.importorskip("onnxscript")
             program = torch.onnx.export(module, (x,), dynamo=True, input_names=["input"], output_names=["logits"])

@@ -1,0 +1,54 @@
+"""BatchNormalization (opsets 9, 14, 15) whose input rank shape inference could not tell.
+
+onnx2torch picks ``nn.BatchNorm1d/2d/3d`` from the input's inferred rank and refuses the node
+when that rank is unknown ("BatchNorm operation with spatial rank == -2"), which happens after
+a Reshape whose target shape is computed at run time (torchvision's ShuffleNet exported by the
+TorchScript exporter without constant folding). In inference ``F.batch_norm`` with the running
+statistics is the same computation for every rank, so such a node gets onnx2torch's own
+rank-free module; a node whose rank is known keeps onnx2torch's converter.
+"""
+from __future__ import annotations
+
+from onnx2torch.node_converters.batch_norm import OnnxBatchNorm
+from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult, get_shape_from_value_info, onnx_mapping_from_node
+
+VERSIONS = (9, 14, 15)
+
+
+def _rank_known(node: OnnxNode, graph: OnnxGraph) -> bool:
+    value_info = graph.value_info.get(node.input_values[0])
+    if value_info is None:
+        return False
+    try:
+        return len(get_shape_from_value_info(value_info)) >= 2
+    except Exception:  # noqa: BLE001 - a value_info without a shape: rank unknown
+        return False
+
+
+def _make_converter(original):
+    def convert_batch_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+        if _rank_known(node, graph) or len(node.output_values) != 1:
+            return original(node, graph)
+        momentum = 1 - node.attributes.get("momentum", 0.9)
+        module = OnnxBatchNorm(momentum=momentum, epsilon=node.attributes.get("epsilon", 1e-5))
+        return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
+
+    return convert_batch_norm
+
+
+def register() -> list[tuple[str, int]]:
+    added = []
+    for version in VERSIONS:
+        key = OperationDescription("", "BatchNormalization", version)
+        original = _CONVERTER_REGISTRY.get(key)
+        if original is None or getattr(original, "__name__", "") == "convert_batch_norm":
+            continue
+        _CONVERTER_REGISTRY[key] = _make_converter(original)
+        added.append(("BatchNormalization", version))
+    return added
+
+
+REGISTERED = register()
