@@ -26,13 +26,13 @@ import torch
 from scanner.errors import ConversionError, UnsupportedOperatorError
 
 from . import (  # noqa: F401  (importing them registers extra converters with onnx2torch)
-    batch_norm_any_rank,
     gelu,
     newer_opsets,
     opset18_ops,
     pooling,
     reduce_axes_input,
     slice_tuple,
+    unknown_rank,
 )
 from .constant_aliases import read_weights_directly
 from .diagnose import describe_refusal

@@ -1,6 +1,14 @@
-"""BatchNormalization (opsets 9, 14, 15) whose input rank shape inference could not tell.
+"""Converters that do not depend on the input rank that shape inference recorded.
 
-onnx2torch picks ``nn.BatchNorm1d/2d/3d`` from the input's inferred rank and refuses the node
+Shape inference loses the rank of a tensor after a Reshape to a shape computed at run time
+(TorchScript exports without constant folding, or at opsets 11-13 of attention models), and
+onnx2torch then misbehaves in two ops:
+
+* GlobalAveragePool 1: onnx2torch averages over the axes 2.. of the *inferred* rank; an unknown
+  rank gives no axes, and ``torch.mean`` over no axes averages everything, so the (N, C, 1, 1)
+  output became (1, 1, 1, 1) (torchvision's Swin-T at opsets 11 and 13). Here the axes are taken
+  from the input at run time, always (onnx2torch's own rank-free module).
+* BatchNormalization 9/14/15: onnx2torch picks ``nn.BatchNorm1d/2d/3d`` from the input's inferred rank and refuses the node
 when that rank is unknown ("BatchNorm operation with spatial rank == -2"), which happens after
 a Reshape whose target shape is computed at run time (torchvision's ShuffleNet exported by the
 TorchScript exporter without constant folding). In inference ``F.batch_norm`` with the running
@@ -10,6 +18,7 @@ rank-free module; a node whose rank is known keeps onnx2torch's converter.
 from __future__ import annotations
 
 from onnx2torch.node_converters.batch_norm import OnnxBatchNorm
+from onnx2torch.node_converters.global_average_pool import OnnxGlobalAveragePool
 from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
@@ -39,8 +48,13 @@ def _make_converter(original):
     return convert_batch_norm
 
 
+def convert_global_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    return OperationConverterResult(torch_module=OnnxGlobalAveragePool(), onnx_mapping=onnx_mapping_from_node(node))
+
+
 def register() -> list[tuple[str, int]]:
-    added = []
+    _CONVERTER_REGISTRY[OperationDescription("", "GlobalAveragePool", 1)] = convert_global_average_pool
+    added = [("GlobalAveragePool", 1)]
     for version in VERSIONS:
         key = OperationDescription("", "BatchNormalization", version)
         original = _CONVERTER_REGISTRY.get(key)
