@@ -31,6 +31,7 @@ from . import (  # noqa: F401  (importing them registers extra converters with o
     opset18_ops,
     pooling,
     reduce_axes_input,
+    scatter_nd_tuple,
     slice_tuple,
     unknown_rank,
 )

@@ -33,3 +33,21 @@ def test_slice_matches_onnxruntime_without_a_torch_warning(opset, starts, ends, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")             # torch's "non-tuple sequence" warning fails the test
         assert_converts_like_onnxruntime(model, seeded((2, 3, 4, 5)))
+
+
+@pytest.mark.parametrize("indices, updates_shape", [
+    (np.array([[0], [2]], np.int64), (2, 3, 4)),                  # whole rows
+    (np.array([[1, 0], [2, 2], [0, 1]], np.int64), (3, 4)),       # partial index of depth 2
+    (np.array([[[0, 1, 2]], [[2, 2, 3]]], np.int64), (2, 1)),     # single elements, batched indices
+])
+def test_scatter_nd_with_tuple_indexing_matches_onnxruntime(indices, updates_shape):
+    import warnings
+
+    from onnx import helper
+    from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
+    updates = seeded(updates_shape, seed=3)
+    node = helper.make_node("ScatterND", ["x", "indices", "updates"], ["y"])
+    model = one_node_model(node, [3, 3, 4], 13, {"indices": indices, "updates": updates})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # no deprecated list indexing
+        assert_converts_like_onnxruntime(model, seeded((3, 3, 4)))
