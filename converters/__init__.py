@@ -11,6 +11,7 @@ Passes, in order (each one small module):
   static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
   explicit_padding.make_padding_explicit   auto_pad SAME_* and asymmetric AveragePool pads made explicit
   opset.convertible_opset    move to an opset onnx2torch covers, when it does not cover the model's
+  observed_ranks.record_observed_ranks   ranks of shapeless tensors, from one reference evaluation
 
 ``to_torch`` returns the module with every parameter frozen; ``parity.compare_scores`` is the
 gate that the scanner runs against onnxruntime before any estimation.
@@ -40,6 +41,7 @@ from .diagnose import describe_refusal
 from .explicit_padding import make_padding_explicit
 from .float32 import FLOAT16_PARITY_RTOL, uses_float16, widen_float16
 from .fixed_batch import FixedBatchModule, batch_independent, runs_on_batch, vectorizes
+from .observed_ranks import record_observed_ranks
 from .opset import convertible_opset
 from .parity import Parity, compare_scores
 from .reshape_allowzero import drop_reshape_allowzero
@@ -103,6 +105,9 @@ def _convert(graph: onnx.ModelProto, passes: list[str]) -> torch.nn.Module:
         raise UnsupportedOperatorError(
             f"no torch converter for {first.describe()}{more}; no opset between 11 and 17 covers it either. "
             "Re-export the model without this operator, or register a converter in converters/")
+    graph, observed = record_observed_ranks(graph)
+    if observed:
+        passes.append(f"recorded the observed rank of {observed} tensor(s) that shape inference left shapeless")
     try:
         module = convert(graph)
     except NotImplementedError as exc:

@@ -40,6 +40,8 @@ SAME_SEMANTICS: dict[str, tuple[int, Callable[[OnnxNode], None] | None]] = {
     "Conv": (11, None),         # 22: more element types
     "MaxPool": (12, None),      # 22: more element types
     "AveragePool": (19, None),  # 22: more element types
+    "ConstantOfShape": (9, None),   # 20+: more element types
+    "Equal": (13, None),        # 19: string inputs
 }
 
 

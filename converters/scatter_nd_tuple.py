@@ -1,4 +1,4 @@
-"""ScatterND (opset 11, 13, 16; no reduction) indexed with a tuple, replacing onnx2torch's converter.
+"""ScatterND (opset 11, 13, 16, 18; no reduction) indexed with a tuple, replacing onnx2torch's converter.
 
 onnx2torch writes ``output[indices.T.tolist()] = updates``: indexing with a *list* of index
 lists, which torch has deprecated (the same warning as for Slice, see ``slice_tuple``) and
@@ -15,7 +15,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 from torch import nn
 
-VERSIONS = (11, 13, 16)
+VERSIONS = (11, 13, 16, 18)     # 16 added reduction, 18 its max/min: only "none" converts
 
 
 class TupleScatterND(nn.Module):

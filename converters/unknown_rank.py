@@ -2,29 +2,37 @@
 
 Shape inference loses the rank of a tensor after a Reshape to a shape computed at run time
 (TorchScript exports without constant folding, or at opsets 11-13 of attention models), and
-onnx2torch then misbehaves in two ops:
+onnx2torch then misbehaves in three ops:
 
 * GlobalAveragePool 1: onnx2torch averages over the axes 2.. of the *inferred* rank; an unknown
   rank gives no axes, and ``torch.mean`` over no axes averages everything, so the (N, C, 1, 1)
   output became (1, 1, 1, 1) (torchvision's Swin-T at opsets 11 and 13). Here the axes are taken
   from the input at run time, always (onnx2torch's own rank-free module).
-* BatchNormalization 9/14/15: onnx2torch picks ``nn.BatchNorm1d/2d/3d`` from the input's inferred rank and refuses the node
-when that rank is unknown ("BatchNorm operation with spatial rank == -2"), which happens after
-a Reshape whose target shape is computed at run time (torchvision's ShuffleNet exported by the
-TorchScript exporter without constant folding). In inference ``F.batch_norm`` with the running
-statistics is the same computation for every rank, so such a node gets onnx2torch's own
-rank-free module; a node whose rank is known keeps onnx2torch's converter.
+* BatchNormalization 9/14/15 and InstanceNormalization 1/6: onnx2torch picks
+  ``nn.BatchNorm1d/2d/3d`` (``nn.InstanceNorm*``) from the input's inferred rank and refuses the
+  node when that rank is unknown ("spatial rank == -2": torchvision's ShuffleNet exported by the
+  TorchScript exporter without constant folding; an InstanceNorm after a channel shuffle at
+  opsets 11-13). In inference ``F.batch_norm`` with the running statistics, and
+  ``F.instance_norm``, are the same computation for every rank, so such a node gets onnx2torch's
+  own rank-free module; a node whose rank is known keeps onnx2torch's converter.
 """
 from __future__ import annotations
 
 from onnx2torch.node_converters.batch_norm import OnnxBatchNorm
 from onnx2torch.node_converters.global_average_pool import OnnxGlobalAveragePool
+from onnx2torch.node_converters.instance_norm import OnnxInstanceNorm
 from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult, get_shape_from_value_info, onnx_mapping_from_node
 
-VERSIONS = (9, 14, 15)
+# op type -> (versions, the rank-free module for a node of unknown input rank)
+RANK_FREE = {
+    "BatchNormalization": ((9, 14, 15), lambda node: OnnxBatchNorm(
+        momentum=1 - node.attributes.get("momentum", 0.9), epsilon=node.attributes.get("epsilon", 1e-5))),
+    "InstanceNormalization": ((1, 6), lambda node: OnnxInstanceNorm(
+        momentum=0.1, epsilon=node.attributes.get("epsilon", 1e-5))),
+}
 
 
 def _rank_known(node: OnnxNode, graph: OnnxGraph) -> bool:
@@ -37,15 +45,13 @@ def _rank_known(node: OnnxNode, graph: OnnxGraph) -> bool:
         return False
 
 
-def _make_converter(original):
-    def convert_batch_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+def _make_converter(original, rank_free):
+    def convert_rank_free(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         if _rank_known(node, graph) or len(node.output_values) != 1:
             return original(node, graph)
-        momentum = 1 - node.attributes.get("momentum", 0.9)
-        module = OnnxBatchNorm(momentum=momentum, epsilon=node.attributes.get("epsilon", 1e-5))
-        return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
+        return OperationConverterResult(torch_module=rank_free(node), onnx_mapping=onnx_mapping_from_node(node))
 
-    return convert_batch_norm
+    return convert_rank_free
 
 
 def convert_global_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
@@ -55,13 +61,14 @@ def convert_global_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationCo
 def register() -> list[tuple[str, int]]:
     _CONVERTER_REGISTRY[OperationDescription("", "GlobalAveragePool", 1)] = convert_global_average_pool
     added = [("GlobalAveragePool", 1)]
-    for version in VERSIONS:
-        key = OperationDescription("", "BatchNormalization", version)
-        original = _CONVERTER_REGISTRY.get(key)
-        if original is None or getattr(original, "__name__", "") == "convert_batch_norm":
-            continue
-        _CONVERTER_REGISTRY[key] = _make_converter(original)
-        added.append(("BatchNormalization", version))
+    for op_type, (versions, rank_free) in RANK_FREE.items():
+        for version in versions:
+            key = OperationDescription("", op_type, version)
+            original = _CONVERTER_REGISTRY.get(key)
+            if original is None or getattr(original, "__name__", "") == "convert_rank_free":
+                continue
+            _CONVERTER_REGISTRY[key] = _make_converter(original, rank_free)
+            added.append((op_type, version))
     return added
 
 
