@@ -5,6 +5,9 @@ Weights are random (seeded) and inputs 3x32x32, so this checks conversion only, 
 Prints a Markdown table; exit status 1 if any exported file is not ready to scan.
 
     python tools/probe_architectures.py [--exporters torchscript dynamo] [--only resnet18 ...]
+
+Exporters: dynamo (its default opset, batch 1) and the TorchScript variants of
+``TORCHSCRIPT_OPTIONS`` (``torchscript``: opset 17).
 """
 from __future__ import annotations
 
@@ -39,9 +42,23 @@ def architectures() -> dict:
         "convnext_tiny": lambda: tv.convnext_tiny(num_classes=10),
         "vgg11_bn": lambda: tv.vgg11_bn(num_classes=10),
         "regnet_y_400mf": lambda: tv.regnet_y_400mf(num_classes=10),
+        "mobilenet_v2": lambda: tv.mobilenet_v2(num_classes=10),
+        "googlenet": lambda: tv.googlenet(num_classes=10, aux_logits=False, init_weights=True),
+        "mnasnet0_5": lambda: tv.mnasnet0_5(num_classes=10),
+        "resnext50_32x4d": lambda: tv.resnext50_32x4d(num_classes=10),
+        "swin_t": lambda: tv.swin_t(num_classes=10),
         "tiny_vit": TinyViT,
         "assorted_ops": AssortedOps,
     }
+
+
+# the TorchScript exporter's habits: opset, constant folding off, weights also listed as inputs
+TORCHSCRIPT_OPTIONS = {
+    "torchscript": dict(opset_version=17),
+    "torchscript11": dict(opset_version=11),
+    "torchscript13_unfolded": dict(opset_version=13, do_constant_folding=False),
+    "torchscript14_weights_as_inputs": dict(opset_version=14, keep_initializers_as_inputs=True),
+}
 
 
 @contextlib.contextmanager
@@ -68,9 +85,10 @@ def _silenced():
 def export(module: torch.nn.Module, exporter: str, path: Path) -> None:
     x = torch.rand(1, 3, 32, 32)
     with _silenced():
-        if exporter == "torchscript":
-            torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
+        if exporter.startswith("torchscript"):
+            torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}},
+                              **TORCHSCRIPT_OPTIONS[exporter])
         else:   # batch fixed at 1, the habit of an export without dynamic_shapes
             torch.onnx.export(module, (x,), dynamo=True, input_names=["input"], output_names=["logits"]).save(str(path))
 
