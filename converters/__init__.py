@@ -49,7 +49,8 @@ from .static_batch import fixed_batch_size, free_batch_dimension
 from .subgraph import keep_score_path
 from .support import UnsupportedNode, unsupported_nodes
 
-__all__ = ["FLOAT16_PARITY_RTOL", "ConvertedModel", "uses_float16", "Parity", "UnsupportedNode", "compare_scores", "to_torch", "unsupported_nodes"]
+__all__ = ["FLOAT16_PARITY_RTOL", "ConvertedModel", "Parity", "UnsupportedNode", "compare_scores", "to_torch",
+           "unsupported_nodes", "uses_float16"]
 
 
 @dataclass(frozen=True, eq=False)
