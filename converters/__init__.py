@@ -39,7 +39,7 @@ from . import (  # noqa: F401  (importing them registers extra converters with o
 from .constant_aliases import read_weights_directly
 from .diagnose import describe_refusal
 from .explicit_padding import make_padding_explicit
-from .float32 import FLOAT16_PARITY_RTOL, uses_float16, widen_float16
+from .float32 import parity_rtol, widen_float16
 from .fixed_batch import FixedBatchModule, batch_independent, runs_on_batch, vectorizes
 from .observed_ranks import record_observed_ranks
 from .opset import convertible_opset
@@ -49,8 +49,8 @@ from .static_batch import fixed_batch_size, free_batch_dimension
 from .subgraph import keep_score_path
 from .support import UnsupportedNode, unsupported_nodes
 
-__all__ = ["FLOAT16_PARITY_RTOL", "ConvertedModel", "Parity", "UnsupportedNode", "compare_scores", "to_torch",
-           "unsupported_nodes", "uses_float16"]
+__all__ = ["ConvertedModel", "Parity", "UnsupportedNode", "compare_scores", "parity_rtol", "to_torch",
+           "unsupported_nodes"]
 
 
 @dataclass(frozen=True, eq=False)

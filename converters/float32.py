@@ -38,6 +38,12 @@ def uses_float16(model: onnx.ModelProto) -> bool:
             or any(v.type.tensor_type.elem_type == TensorProto.FLOAT16 for v in list(graph.input) + list(graph.output)))
 
 
+def parity_rtol(model: onnx.ModelProto, rtol: float) -> float:
+    """The parity check's tolerance relative to max |score| for ``model``: ``rtol``, widened to
+    ``FLOAT16_PARITY_RTOL`` for a float16 model (compared through its float32 twin)."""
+    return max(rtol, FLOAT16_PARITY_RTOL) if uses_float16(model) else rtol
+
+
 def widen_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
     """The float32 twin of a float16 graph; returns (model, whether anything changed)."""
     if not uses_float16(model):

@@ -94,8 +94,7 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig = ScanC
     except Exception as exc:  # a converted graph that fails to run is a finding, not a crash
         return Inspection(**base, converts=True, conversion_passes=converted.passes,
                           problem=f"the converted module fails to run: {type(exc).__name__}: {exc}", **empty)
-    rtol = max(config.parity_rtol, converters.FLOAT16_PARITY_RTOL) if converters.uses_float16(model.proto) \
-        else config.parity_rtol
+    rtol = converters.parity_rtol(model.proto, config.parity_rtol)
     parity = converters.compare_scores(scores.detach().double().numpy(), reference, rtol, config.parity_atol)
     gradient_ok = classifier.gradient_reaches_input(inputs, scores)
     if not parity.ok:

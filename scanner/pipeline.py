@@ -154,8 +154,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         converted = converters.to_torch(model.proto, model.input_name, model.output_name)
         classifier = DifferentiableClassifier(converted.module, transform, score_kind, device)
     passes = converted.passes + passes
-    rtol = max(config.parity_rtol, converters.FLOAT16_PARITY_RTOL) if converters.uses_float16(model.proto) \
-        else config.parity_rtol
+    rtol = converters.parity_rtol(model.proto, config.parity_rtol)
     parity = _parity_gate(classifier, pixels, reference_scores, config, rtol)
     lap("convert")
 
