@@ -15,6 +15,11 @@ import torch
 from torch import nn
 
 
+def _probe(size: int, sample_shape: tuple[int, ...]) -> torch.Tensor:
+    """``size`` seeded random inputs in [0, 1) of ``sample_shape``: the same probe on every call."""
+    return torch.rand((size,) + tuple(sample_shape), generator=torch.Generator().manual_seed(0))
+
+
 class FixedBatchModule(nn.Module):
     """Runs ``module``, which accepts exactly ``batch`` inputs, on any number of inputs.
 
@@ -46,8 +51,7 @@ class FixedBatchModule(nn.Module):
 def vectorizes(module: nn.Module, batch: int, sample_shape: tuple[int, ...]) -> bool:
     """Whether ``FixedBatchModule(module, batch, vectorized=True)`` runs and gives the loop's
     values (to 1e-5 relative) and input gradients on a random probe of 2 * batch + 1 inputs."""
-    generator = torch.Generator().manual_seed(0)
-    probe = torch.rand((2 * batch + 1,) + tuple(sample_shape), generator=generator)
+    probe = _probe(2 * batch + 1, sample_shape)
     try:
         results = []
         for vectorized in (False, True):
@@ -68,8 +72,7 @@ def batch_independent(module: nn.Module, fixed: int, sample_shape: tuple[int, ..
     """Whether ``module`` runs on ``fixed + 1`` random inputs and gives the first ``fixed`` of them
     the outputs it gives them alone: a graph whose freed batch size only seems to work (a Reshape
     that copies some other dimension equal to the batch) fails this."""
-    generator = torch.Generator().manual_seed(0)
-    probe = torch.rand((fixed + 1,) + tuple(sample_shape), generator=generator)
+    probe = _probe(fixed + 1, sample_shape)
     try:
         with torch.no_grad():
             together, alone = module(probe), module(probe[:fixed])
