@@ -20,6 +20,17 @@ def _scan(*args):
     return CliRunner().invoke(main, ["scan", *map(str, args)], catch_exceptions=False)
 
 
+def _scan_model(model, tmp_path, *extra):
+    """Save ``model`` and 4 synthetic clean images per class of its 6 classes, scan them at
+    FAST_OPTIONS plus ``extra``; returns (result, the JSON report)."""
+    onnx.save(model, tmp_path / "m.onnx")
+    x, y = synthetic.clean_images(6, 4)
+    np.savez(tmp_path / "c.npz", x=x, y=y)
+    report_path = tmp_path / "r.json"
+    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path, *extra)
+    return result, json.loads(report_path.read_text())
+
+
 def test_backdoored_model_is_detected_with_exit_1_and_full_json(backdoored_case, tmp_path):
     model, data = backdoored_case
     report_path, patterns = tmp_path / "out" / "report.json", tmp_path / "patterns"
@@ -83,13 +94,7 @@ def test_invalid_parameter_exits_2(backdoored_case):
 
 def test_probability_output_and_nhwc_layout_are_handled(tmp_path):
     model = synthetic.linear_classifier(6, backdoor_target=2, softmax=True, layout="nhwc")
-    path = tmp_path / "m.onnx"
-    onnx.save(model, path)
-    x, y = synthetic.clean_images(6, 4)
-    np.savez(tmp_path / "c.npz", x=x, y=y)
-    report_path = tmp_path / "r.json"
-    result = _scan(path, "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
-    report = json.loads(report_path.read_text())
+    result, report = _scan_model(model, tmp_path)
     assert report["model"]["score_kind"] == "probabilities" and report["model"]["layout"] == "nhwc"
     assert result.exit_code == 1 and report["target_class"] == 2
 
@@ -148,12 +153,7 @@ def test_one_or_two_images_per_class_still_scan(backdoored_case, tmp_path, n):
 
 
 def test_model_exported_with_a_fixed_batch_of_one_is_scanned(tmp_path):
-    onnx.save(synthetic.linear_classifier(6, backdoor_target=2, fixed_batch=1), tmp_path / "m.onnx")
-    x, y = synthetic.clean_images(6, 4)
-    np.savez(tmp_path / "c.npz", x=x, y=y)
-    report_path = tmp_path / "r.json"
-    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
-    report = json.loads(report_path.read_text())
+    result, report = _scan_model(synthetic.linear_classifier(6, backdoor_target=2, fixed_batch=1), tmp_path)
     assert result.exit_code == 1 and report["target_class"] == 2
     assert any("fixed batch size 1" in p for p in report["model"]["conversion_passes"])
 
@@ -218,15 +218,10 @@ def test_scores_given_as_n_k_1_1_are_flattened_and_scanned(tmp_path):
     model.graph.initializer.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
     del model.graph.output[:]
     model.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 6, 1, 1]))
-    onnx.save(model, tmp_path / "m.onnx")
-    x, y = synthetic.clean_images(6, 4)
-    np.savez(tmp_path / "c.npz", x=x, y=y)
-    report_path = tmp_path / "r.json"
-    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
-    report = json.loads(report_path.read_text())
+    result, report = _scan_model(model, tmp_path)
     assert result.exit_code == 1 and report["target_class"] == 2
-    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--output", "scores", "-q")
-    assert result.exit_code == 1, result.output
+    result, report = _scan_model(model, tmp_path, "--output", "scores", "-q")
+    assert result.exit_code == 1 and report["target_class"] == 2, result.output
 
 
 def test_a_confident_softmax_model_is_scanned_through_its_logits(tmp_path):
@@ -236,16 +231,12 @@ def test_a_confident_softmax_model_is_scanned_through_its_logits(tmp_path):
     model = synthetic.linear_classifier(6, backdoor_target=2, softmax=True)
     for tensor in model.graph.initializer:
         tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 200.0, tensor.name))
-    onnx.save(model, tmp_path / "m.onnx")
-    x, y = synthetic.clean_images(6, 4)
-    np.savez(tmp_path / "c.npz", x=x, y=y)
     import onnxruntime as ort
-    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x, _ = synthetic.clean_images(6, 4)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     probabilities = session.run(None, {"image": x[:, None].astype(np.float32) / 255})[0]
     assert (probabilities == 0).mean() > 0.5          # the case under test: most probabilities underflow
-    report_path = tmp_path / "r.json"
-    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
-    report = json.loads(report_path.read_text())
+    result, report = _scan_model(model, tmp_path)
     assert result.exit_code == 1 and report["target_class"] == 2, result.output
     assert report["model"]["score_kind"] == "probabilities"
     assert any("before the output Softmax" in p for p in report["model"]["conversion_passes"])
@@ -258,12 +249,7 @@ def test_a_float16_model_is_scanned_through_its_float32_twin(tmp_path):
         tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
     for value in list(model.graph.input) + list(model.graph.output):
         value.type.tensor_type.elem_type = TensorProto.FLOAT16
-    onnx.save(model, tmp_path / "m.onnx")
-    x, y = synthetic.clean_images(6, 4)
-    np.savez(tmp_path / "c.npz", x=x, y=y)
-    report_path = tmp_path / "r.json"
-    result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path)
-    report = json.loads(report_path.read_text())
+    result, report = _scan_model(model, tmp_path)
     assert result.exit_code == 1 and report["target_class"] == 2, result.output
     assert any("float16" in p for p in report["model"]["conversion_passes"])
     assert all(c["verified_fraction"] >= 0.9 for c in report["classes"])
