@@ -1,7 +1,8 @@
 """ONNX -> differentiable torch module, through a fixed sequence of graph passes and onnx2torch.
 
 Extra op converters for newer opsets are registered with onnx2torch by ``newer_opsets``;
-``slice_tuple`` replaces onnx2torch's Slice (list indexing, deprecated by torch).
+``slice_tuple`` replaces onnx2torch's Slice (list indexing, deprecated by torch);
+``constant_reshape`` its Reshape where the target is constant (no read back to the host).
 
 Passes, in order (each one small module):
   subgraph.keep_score_path   drop side outputs (labels, ZipMap, auxiliary heads)
@@ -27,6 +28,7 @@ import torch
 from scanner.errors import ConversionError, UnsupportedOperatorError
 
 from . import (  # noqa: F401  (importing them registers extra converters with onnx2torch)
+    constant_reshape,
     gelu,
     newer_opsets,
     opset18_ops,
