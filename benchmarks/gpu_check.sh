@@ -3,12 +3,14 @@
 # test suite (scans pick CUDA by default), L-RED (N = 8) over a zoo's CNNs and residual nets,
 # and, with the time left, the paper-exact loop on the backdoored sample model. Each stage
 # runs under its own time limit and appends to OUT/log.txt, so a stage that fails or runs
-# long does not lose the others; reports and tables land beside it (six files in all).
+# long does not lose the others; reports and tables land beside it (six files in all, seven with EXACT=1).
 #
 #     bash benchmarks/gpu_check.sh OUT [ZOO]
 #
 # ZOO is a folder built by benchmarks/zoo.py. DEADLINE (seconds, default 570) bounds the whole
-# run; PYTEST_ARGS goes to pytest (for example "-n 8" where pytest-xdist is installed).
+# run; PYTEST_ARGS goes to pytest (for example "-n 8" where pytest-xdist is installed); EXACT=1
+# adds the paper-exact stage. The backdoored sample is scanned with CUDA graphs (the default)
+# and with --no-cuda-graphs, to compare.
 set -u
 out=${1:?usage: gpu_check.sh OUT [ZOO]}
 zoo=${2:-}
@@ -32,12 +34,21 @@ stage env
 } >>"$log" 2>&1
 
 stage iteration_cost
-timeout "$(left 90)" "$py" benchmarks/iteration_cost.py sample_models/fmnist_cnn_backdoored.onnx \
-    --device cuda --iterations 200 >>"$log" 2>&1
+# (model, clean data) pairs: the sample, three zoo models, and two exported fixtures (torch's
+# dynamo exporter: a Reshape to a constant target; Keras through tf2onnx: a target computed
+# from the input's shape, which CUDA graphs refuse)
+fixtures=tests/fixtures/exported
+pairs="sample_models/fmnist_cnn_backdoored.onnx=sample_models/clean_images"
 for name in cnn-clean-s0 resnet-clean-s0 mlp-clean-s0; do
-    [ -n "$zoo" ] && [ -d "$zoo/$name" ] || continue
-    timeout "$(left 60)" "$py" benchmarks/iteration_cost.py "$zoo/$name/model.onnx" \
-        --data "$zoo/$name/clean.npz" --device cuda --iterations 200 2>&1 | tail -n 1 >>"$log"
+    [ -n "$zoo" ] && [ -d "$zoo/$name" ] && pairs="$pairs $zoo/$name/model.onnx=$zoo/$name/clean.npz"
+done
+pairs="$pairs $fixtures/torch_dynamo_backdoored.onnx=$fixtures/fmnist_clean_10_per_class.npz"
+pairs="$pairs $fixtures/keras_tf2onnx_backdoored.onnx=$fixtures/fmnist_clean_10_per_class.npz"
+first=1
+for pair in $pairs; do
+    timeout "$(left 60)" "$py" benchmarks/iteration_cost.py "${pair%%=*}" --data "${pair#*=}" \
+        --device cuda --iterations 200 2>&1 | if [ $first = 1 ]; then cat; else tail -n +5; fi >>"$log"
+    first=0
 done
 
 stage sample_scans
@@ -46,6 +57,9 @@ for name in backdoored clean; do
         --data sample_models/clean_images --device cuda --json "$out/sample_$name.json"; } >>"$log" 2>&1
     echo "exit $?" >>"$log"
 done
+{ time timeout "$(left 120)" "$py" -m scanner.cli scan sample_models/fmnist_cnn_backdoored.onnx \
+    --data sample_models/clean_images --device cuda --no-cuda-graphs --json "$out/sample_backdoored_eager.json"; } >>"$log" 2>&1
+echo "exit $?" >>"$log"
 
 stage tests
 timeout "$(left 200)" "$py" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} >>"$log" 2>&1
@@ -59,6 +73,7 @@ if [ -n "$zoo" ]; then
     tar -czf "$out/zoo-results.tgz" -C /tmp gpu-results
 fi
 
+[ "${EXACT:-0}" = 1 ] || { stage done; exit 0; }
 stage exact
 { time timeout "$(left 600)" "$py" -m scanner.cli scan sample_models/fmnist_cnn_backdoored.onnx \
     --data sample_models/clean_images --device cuda --exact --delta 1e-4 --max-iterations 100000 \

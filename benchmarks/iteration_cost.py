@@ -2,7 +2,9 @@
 
 Prints a Markdown table: for each model, the time of one engine iteration with every target
 active (all K(K-1)N image rows in the batch) next to one plain forward+backward of the same
-rows through the converted torch module, and their ratio (issue target: <= 1.25).
+rows through the converted torch module, and their ratio (issue target: <= 1.25). On a GPU
+the engine is timed twice: plain eager passes, and passes replayed as CUDA graphs (the default);
+the last column, the raw pass itself replayed as a CUDA graph, is the floor for both.
 
     python benchmarks/iteration_cost.py [MODEL.onnx ...] [--data DIR] [--n 8] [--iterations 20]
 """
@@ -64,15 +66,43 @@ def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch
         raw_step()
     synchronize()
     raw = (time.perf_counter() - start) / iterations
+    notices: list[str] = []
+    raw_graphed = None
+    if device.type == "cuda":          # the floor: the same raw pass replayed as a CUDA graph
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                raw_step()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                raw_step()
+            graph.replay()
+            synchronize()
+            start = time.perf_counter()
+            for _ in range(iterations):
+                graph.replay()
+            synchronize()
+            raw_graphed = (time.perf_counter() - start) / iterations
+        except RuntimeError as exc:
+            notices.append(f"the raw pass could not be captured: {str(exc).splitlines()[0]}")
     # pi close to 1 keeps every target active for all iterations; the first of the
     # iterations + 1 forward/backward passes has no stopping check
-    start = time.perf_counter()
-    estimate_patterns(classifier, x, y, num_classes, pi=0.99999, delta=1e-4, max_iterations=iterations,
-                      batch_images=ScanConfig().batch_images)
-    synchronize()
-    engine = (time.perf_counter() - start) / (iterations + 1)
-    return {"model": model_path.name, "rows": int(x_rows.shape[0]), "raw_ms": raw * 1e3,
-            "engine_ms": engine * 1e3, "ratio": engine / raw}
+    engine = {}
+    for graphs in ([False, True] if device.type == "cuda" else [False]):
+        start = time.perf_counter()
+        estimate_patterns(classifier, x, y, num_classes, pi=0.99999, delta=1e-4, max_iterations=iterations,
+                          batch_images=ScanConfig().batch_images, cuda_graphs=graphs, notice=notices.append)
+        synchronize()
+        engine[graphs] = (time.perf_counter() - start) / (iterations + 1)
+    name = model_path.parent.name if model_path.name == "model.onnx" else model_path.name   # zoo layout
+    result = {"model": name, "rows": int(x_rows.shape[0]), "raw_ms": raw * 1e3,
+              "engine_ms": engine[False] * 1e3, "ratio": engine[False] / raw, "notices": notices}
+    if True in engine:
+        result.update(graphed_ms=engine[True] * 1e3, graphed_ratio=engine[True] / raw,
+                      raw_graphed_ms=raw_graphed * 1e3 if raw_graphed is not None else float("nan"))
+    return result
 
 
 def main() -> None:
@@ -85,12 +115,16 @@ def main() -> None:
     args = parser.parse_args()
     device = select_device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, N = {args.n}\n")
-    print("| model | image rows | raw forward+backward (ms) | engine iteration (ms) | ratio |")
-    print("|---|---|---|---|---|")
+    cuda = device.type == "cuda"
+    print("| model | image rows | raw forward+backward (ms) | engine iteration (ms) | ratio |"
+          + (" engine with CUDA graphs (ms) | ratio | raw pass as a CUDA graph (ms) |" if cuda else ""))
+    print("|---|---|---|---|---|" + ("---|---|---|" if cuda else ""))
     for path in args.models:
         r = measure(path, args.data, args.n, args.iterations, device)
-        print(f"| {r['model']} | {r['rows']} | {r['raw_ms']:.1f} | {r['engine_ms']:.1f} | {r['ratio']:.2f} |")
-
+        print(f"| {r['model']} | {r['rows']} | {r['raw_ms']:.2f} | {r['engine_ms']:.2f} | {r['ratio']:.2f} |"
+              + (f" {r['graphed_ms']:.2f} | {r['graphed_ratio']:.2f} | {r['raw_graphed_ms']:.2f} |" if cuda else ""))
+        for message in r["notices"]:
+            print(f"  ({r['model']}: {message})")
 
 if __name__ == "__main__":
     main()

@@ -126,6 +126,8 @@ def main() -> None:
               help="Multiply [0,1] pixels by this before normalization (255 for models taking 0-255).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Torch device for pattern estimation (auto: CUDA when available).")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=DEFAULTS.cuda_graphs, show_default=True,
+              help="On a GPU, replay each forward/backward pass as a CUDA graph (off: plain eager passes).")
 @click.option("--output", "output_name", default=None, help="Name of the class-score output (default: automatic).")
 @click.option("--batch-images", default=DEFAULTS.batch_images, show_default=True, type=int,
               help="Images per forward/backward chunk; lower it to bound memory.")
@@ -139,7 +141,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
          relative_step: float | None, adaptive_step: float | None, fixed_step: bool,
          images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
-         input_scale: float, device: str, output_name: str | None, batch_images: int,
+         input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
          json_path: Path | None, save_patterns: Path | None, quiet: bool, debug: bool) -> None:
     """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
     from .pipeline import scan as run_scan
@@ -155,7 +157,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
                             max_iterations=max_iterations, alpha=alpha, p_value_basis=p_value_basis,
                             layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
-                            output_name=output_name, batch_images=batch_images)
+                            cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images)
         outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
         if save_patterns is not None:
             _save_patterns(save_patterns, outcome.patterns)

@@ -45,6 +45,7 @@ class ScanConfig:
     std: tuple[float, ...] | None = None
     input_scale: float = 1.0           # model input = pixel * input_scale (255 for 0-255 models)
     device: str = "auto"               # torch device for pattern estimation
+    cuda_graphs: bool = True           # on a GPU, replay the passes as CUDA graphs (scanner/cuda_graphs.py)
     output_name: str | None = None     # class-score output; None: pick automatically
     batch_images: int = 2048           # images per forward/backward chunk (memory bound)
     parity_rtol: float = 1e-3          # conversion check: tolerance relative to max |score|

@@ -25,12 +25,14 @@ crosses pi).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from .clipping import clip_pixels
+from .cuda_graphs import CaptureRefused, GraphedUnit
+from .cuda_graphs import capture as capture_unit
 from .estimation import (
     STATUS_CONVERGED,
     STATUS_MAX_ITERATIONS,
@@ -108,7 +110,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                       confirm: Confirm | None = None, max_rejected_iterations: int = 0,
                       progress: Progress | None = None, crossing_resolution: float | None = None,
                       relative_step: float | None = None,
-                      adaptive_step: float | None = None) -> list[PatternEstimate]:
+                      adaptive_step: float | None = None, cuda_graphs: bool = True,
+                      notice: Callable[[str], None] | None = None) -> list[PatternEstimate]:
     """Run Algorithm 1 for every job (by default L-RED: every putative target class).
 
     ``pixels`` (M, *pixel_shape) clean images in [0, 1], ``labels`` (M,) their classes.
@@ -124,6 +127,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     crossing step is then bisected to ``crossing_resolution`` or, when that is unset, to delta,
     and so is the step on which Q_t first turns positive.
     Jobs whose weights do not adapt (U-RED, P-RED) keep the fixed step delta.
+    ``cuda_graphs``: on a CUDA device, replay each unit's passes as a CUDA graph from its second
+    iteration on (scanner/cuda_graphs.py); ``notice`` hears why, if that is refused.
     """
     if adaptive_step is not None and crossing_resolution is None:
         crossing_resolution = delta
@@ -372,13 +377,10 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         last_step[index] = last
         v[index] = v_now + last
 
-    active = list(range(n))
-    units = layout(active)
-    first_iteration = True
-    while active:
-        for members, index, passes, source_of_slot in units:
-            a, slots = source_of_slot.shape
-            v_now = v[index]
+    def sums_of(passes: list[tuple], a: int, slots: int):
+        """The unit's forward/backward passes as one function of v of its jobs: the hits (Q_t's
+        numerators) and gradient sums of log p(t | [x + v]_c) per (job, source slot)."""
+        def unit_sums(v_now: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             hits = torch.zeros(a * slots, device=device, dtype=dtype)
             grads = torch.zeros((a * slots,) + pixel_shape, device=device, dtype=dtype)
             for rows_image, rows_position, target_of_row, pair_key in passes:
@@ -389,6 +391,38 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                     (row_grads,) = torch.autograd.grad(log_p, u)
                 hits.index_add_(0, pair_key, (scores.detach().argmax(dim=1) == target_of_row).to(dtype))
                 grads.index_add_(0, pair_key, row_grads)
+            return hits, grads
+        return unit_sums
+
+    # On a GPU a unit that runs a second time with the same layout is captured as a CUDA graph
+    # (scanner/cuda_graphs.py) and replayed from then on; the graphs of a layout share one
+    # memory pool and are dropped when the layout changes.
+    use_graphs = cuda_graphs and device.type == "cuda"
+    graphed: dict[int, GraphedUnit] = {}
+    eager_runs: dict[int, int] = {}
+    pool = torch.cuda.graph_pool_handle() if use_graphs else None
+
+    active = list(range(n))
+    units = layout(active)
+    first_iteration = True
+    while active:
+        for u, (members, index, passes, source_of_slot) in enumerate(units):
+            a, slots = source_of_slot.shape
+            v_now = v[index]
+            if u in graphed:
+                hits, grads = graphed[u].run(v_now)
+            else:
+                unit_sums = sums_of(passes, a, slots)
+                hits, grads = unit_sums(v_now)
+                eager_runs[u] = eager_runs.get(u, 0) + 1
+                if use_graphs and eager_runs[u] == 2:
+                    try:
+                        graphed[u] = capture_unit(unit_sums, v_now, (hits, grads), pool)
+                    except CaptureRefused as exc:
+                        use_graphs = False
+                        graphed.clear()
+                        if notice is not None:
+                            notice(f"CUDA graphs off for this scan, passes run eagerly ({exc})")
             hits_by_class = torch.zeros((a, K + 1), device=device, dtype=dtype).scatter_(
                 1, source_of_slot, hits.view(a, slots))[:, :K]
             step(members, index, v_now, hits_by_class * inv_counts, grads.view((a, slots) + pixel_shape),
@@ -398,6 +432,10 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         if still != active:
             active = still
             units = layout(active) if active else []
+            graphed.clear()
+            eager_runs.clear()
+            if use_graphs:
+                pool = torch.cuda.graph_pool_handle()
         if progress is not None:
             progress(max(iterations, default=0), len(results), n)
     return [results[i] for i in range(n)]

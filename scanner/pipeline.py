@@ -178,7 +178,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
             batch_images=config.batch_images, confirm=check.confirm,
             max_rejected_iterations=config.verify_extra_iterations,
             crossing_resolution=config.crossing_resolution, relative_step=config.relative_step,
-            adaptive_step=config.largest_step, **common)
+            adaptive_step=config.largest_step, cuda_graphs=config.cuda_graphs,
+            notice=lambda message: say("estimate", message), **common)
     lap("estimate")
     if device.type == "cuda":
         timing["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

@@ -1,0 +1,86 @@
+"""One engine unit's forward/backward passes replayed as a CUDA graph.
+
+The zoo's models are so small that on a GPU a forward+backward pass is bound by kernel
+launches: the CPU spends longer issuing the kernels than the GPU running them (docs/benchmarks.md,
+"On a GPU"). A CUDA graph records the kernels of a unit's passes (the gather of v for each image
+row, [x + v]_c, the model, log p(t | .), its gradient, and the per-(job, source) sums of hits
+and gradients) once, and replays them with one launch per iteration from fixed buffers: the
+arithmetic is the same kernels on the same data, so the values are the eager ones (up to the
+order of the atomic additions of ``index_add_``, as between two eager runs).
+
+A graph is only kept when it is safe to:
+- the warm-up pass runs with torch's synchronization debug mode set to "error", so a model
+  whose forward pass reads values back to the host (a shape computed from a tensor, an
+  ``.item()``) is never captured: replaying it would bake in the value seen at capture;
+- the first replay is compared with the eager result of the same iteration, and a graph whose
+  hits differ or whose gradient sums differ by more than ``GRADIENT_RTOL`` of their largest
+  magnitude is dropped.
+Whenever a capture is refused, the engine keeps running eagerly for the rest of the scan, and
+the reason goes to the scan's progress lines. Nothing here runs on the CPU.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+GRADIENT_RTOL = 1e-4
+
+# unit_sums(v of the unit's jobs (a, *pixel_shape)) -> (hits (a * slots,), gradient sums (a * slots, *pixel_shape))
+UnitSums = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+class CaptureRefused(Exception):
+    """The unit's passes cannot be replayed as a CUDA graph (the message says why)."""
+
+
+class GraphedUnit:
+    """A captured unit: ``run(v_now)`` copies v into the graph's input buffer and replays."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, v_in: torch.Tensor,
+                 outputs: tuple[torch.Tensor, torch.Tensor]):
+        self._graph = graph
+        self._v_in = v_in
+        self._outputs = outputs
+
+    def run(self, v_now: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unit's (hits, gradient sums) at ``v_now``. The tensors are the graph's own output
+        buffers: they hold these values until the next replay of any graph of the same pool."""
+        self._v_in.copy_(v_now)
+        self._graph.replay()
+        return self._outputs
+
+
+def capture(unit_sums: UnitSums, v_now: torch.Tensor, expected: tuple[torch.Tensor, torch.Tensor],
+            pool) -> GraphedUnit:
+    """Capture ``unit_sums`` as a CUDA graph in memory pool ``pool`` and check its first replay
+    at ``v_now`` against ``expected`` (the eager result at the same v). Raises CaptureRefused."""
+    device = v_now.device
+    v_in = v_now.detach().clone()
+    previous_mode = torch.cuda.get_sync_debug_mode()
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            with torch.cuda.stream(side):
+                unit_sums(v_in)                       # warm-up, off the capturing stream
+        finally:
+            torch.cuda.set_sync_debug_mode(previous_mode)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            outputs = unit_sums(v_in)
+    except (RuntimeError, TypeError, NotImplementedError) as exc:
+        raise CaptureRefused(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    graphed = GraphedUnit(graph, v_in, outputs)
+    hits, grads = graphed.run(v_now)
+    expected_hits, expected_grads = expected
+    if not torch.equal(hits, expected_hits):
+        raise CaptureRefused("the replayed graph counted different hits than the eager pass")
+    scale = float(expected_grads.abs().max())
+    difference = float((grads - expected_grads).abs().max())
+    if not difference <= GRADIENT_RTOL * scale:
+        raise CaptureRefused(f"the replayed graph's gradients differ from the eager pass's by "
+                             f"{difference:.3g} (largest magnitude {scale:.3g})")
+    return graphed

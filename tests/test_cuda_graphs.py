@@ -1,0 +1,70 @@
+"""CUDA graphs (scanner/cuda_graphs.py): same estimates as eager passes, and a safe refusal.
+
+These run only where torch sees a GPU (skipped on the CPU-only CI machine; run on a GPU with
+benchmarks/gpu_check.sh).
+"""
+import numpy as np
+import pytest
+import synthetic
+import torch
+
+import converters
+from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
+from scanner.lred import estimate_patterns
+from scanner.preprocess import InputTransform
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+SETTINGS = dict(pi=0.9, delta=0.02, max_iterations=400)
+
+
+def _problem(module: torch.nn.Module | None = None):
+    model = synthetic.linear_classifier(5, backdoor_target=3)
+    module = module or converters.to_torch(model, "image", "logits").module
+    transform = InputTransform("nchw", (1, 8, 8), (8, 8, 1), np.ones((1, 8, 8), np.float32),
+                               np.zeros((1, 8, 8), np.float32))
+    classifier = DifferentiableClassifier(module, transform, "logits", torch.device("cuda"))
+    x, y = synthetic.clean_images(5, 3)
+    return classifier, torch.tensor(x[:, None] / 255.0, dtype=torch.float32), torch.tensor(y)
+
+
+class _ReadsBack(torch.nn.Module):
+    """A model whose forward pass reads a value back to the host (as a data-dependent shape
+    would): replaying it as a graph would freeze that value, so it must not be captured."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        scale = float(x.detach().abs().max() > -1.0)   # always 1.0, but read on the host
+        return self.inner(x) * scale
+
+
+@pytest.mark.parametrize("batch_images", [4096, 5])
+def test_graphs_give_the_eager_estimates(batch_images):
+    classifier, pixels, labels = _problem()
+    notices = []
+    graphed = estimate_patterns(classifier, pixels, labels, 5, batch_images=batch_images, cuda_graphs=True,
+                                notice=notices.append, **SETTINGS)
+    eager = estimate_patterns(classifier, pixels, labels, 5, batch_images=batch_images, cuda_graphs=False,
+                              **SETTINGS)
+    assert notices == []
+    for a, b in zip(graphed, eager):
+        assert a.status == b.status == STATUS_CONVERGED
+        assert a.iterations == b.iterations
+        np.testing.assert_allclose(a.pattern, b.pattern, atol=1e-5)
+        np.testing.assert_allclose(a.source_weights, b.source_weights, atol=1e-5)
+
+
+def test_a_model_that_reads_back_to_the_host_runs_eagerly():
+    plain, pixels, labels = _problem()
+    classifier, _, _ = _problem(_ReadsBack(plain.module))
+    notices = []
+    graphed = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, cuda_graphs=True,
+                                notice=notices.append, **SETTINGS)
+    eager = estimate_patterns(plain, pixels, labels, 5, batch_images=4096, cuda_graphs=False, **SETTINGS)
+    assert len(notices) == 1 and "CUDA graphs off" in notices[0]
+    for a, b in zip(graphed, eager):
+        assert a.iterations == b.iterations
+        np.testing.assert_allclose(a.pattern, b.pattern, atol=1e-5)
