@@ -9,9 +9,9 @@ arithmetic is the same kernels on the same data, so the values are the eager one
 order of the atomic additions of ``index_add_``, as between two eager runs).
 
 A graph is only kept when it is safe to:
-- the warm-up pass runs with torch's synchronization debug mode set to "error", so a model
-  whose forward pass reads values back to the host (a shape computed from a tensor, an
-  ``.item()``) is never captured: replaying it would bake in the value seen at capture;
+- the eager pass just before the capture runs with torch's synchronization debug mode set to
+  "error", so a model whose forward pass reads values back to the host (a shape computed from a
+  tensor, an ``.item()``) is never captured: replaying it would bake in the value seen at capture;
 - the first replay is compared with the eager result of the same iteration, and a graph whose
   hits differ or whose gradient sums differ by more than ``GRADIENT_RTOL`` of their largest
   magnitude is dropped.
@@ -20,7 +20,9 @@ the reason goes to the scan's progress lines. Nothing here runs on the CPU.
 """
 from __future__ import annotations
 
-from typing import Callable
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -28,10 +30,6 @@ GRADIENT_RTOL = 1e-4
 
 # unit_sums(v of the unit's jobs (a, *pixel_shape)) -> (hits (a * slots,), gradient sums (a * slots, *pixel_shape))
 UnitSums = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
-
-
-class CaptureRefused(Exception):
-    """The unit's passes cannot be replayed as a CUDA graph (the message says why)."""
 
 
 class GraphedUnit:
@@ -51,36 +49,58 @@ class GraphedUnit:
         return self._outputs
 
 
-def capture(unit_sums: UnitSums, v_now: torch.Tensor, expected: tuple[torch.Tensor, torch.Tensor],
-            pool) -> GraphedUnit:
-    """Capture ``unit_sums`` as a CUDA graph in memory pool ``pool`` and check its first replay
-    at ``v_now`` against ``expected`` (the eager result at the same v). Raises CaptureRefused."""
-    device = v_now.device
-    v_in = v_now.detach().clone()
-    previous_mode = torch.cuda.get_sync_debug_mode()
-    try:
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
+@contextmanager
+def _host_reads_raise() -> Iterator[None]:
+    """torch's synchronization debug mode set to "error" (restored afterwards); torch warns that
+    the mode is a prototype each time it is set, which would only be noise on a scan's stderr."""
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         torch.cuda.set_sync_debug_mode("error")
-        try:
-            with torch.cuda.stream(side):
-                unit_sums(v_in)                       # warm-up, off the capturing stream
-        finally:
-            torch.cuda.set_sync_debug_mode(previous_mode)
-        torch.cuda.current_stream(device).wait_stream(side)
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            torch.cuda.set_sync_debug_mode(previous)
+
+
+def run_and_capture(unit_sums: UnitSums, v_now: torch.Tensor, pool) -> tuple[
+        tuple[torch.Tensor, torch.Tensor], GraphedUnit | None, str | None]:
+    """The unit's (hits, gradient sums) at ``v_now``, computed eagerly, and the unit captured as a
+    CUDA graph in memory pool ``pool``: (eager result, graph, None), or (eager result, None, why
+    not) when the capture is refused. The unit must have run eagerly before on this stream (lazy
+    initializations such as library handles are then done), so the eager pass doubles as the
+    warm-up that torch's examples run on a side stream (a side-stream warm-up left about one
+    pass's activations allocated per capture on an H200, docs/benchmarks.md)."""
+    try:
+        with _host_reads_raise():
+            expected = unit_sums(v_now)
+    except RuntimeError as exc:
+        # a read back to the host (or any other error, which the plain pass will raise again)
+        return unit_sums(v_now), None, _reason(exc)
+    v_in = v_now.detach().clone()
+    # torch.OutOfMemoryError is a RuntimeError: a graph that does not fit is refused, and the
+    # scan goes on eagerly, as it would have without graphs
+    try:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool):
             outputs = unit_sums(v_in)
     except (RuntimeError, TypeError, NotImplementedError) as exc:
-        raise CaptureRefused(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        return expected, None, _reason(exc)
     graphed = GraphedUnit(graph, v_in, outputs)
     hits, grads = graphed.run(v_now)
     expected_hits, expected_grads = expected
     if not torch.equal(hits, expected_hits):
-        raise CaptureRefused("the replayed graph counted different hits than the eager pass")
+        return expected, None, "the replayed graph counted different hits than the eager pass"
     scale = float(expected_grads.abs().max())
     difference = float((grads - expected_grads).abs().max())
     if not difference <= GRADIENT_RTOL * scale:
-        raise CaptureRefused(f"the replayed graph's gradients differ from the eager pass's by "
-                             f"{difference:.3g} (largest magnitude {scale:.3g})")
-    return graphed
+        return expected, None, (f"the replayed graph's gradients differ from the eager pass's by "
+                                f"{difference:.3g} (largest magnitude {scale:.3g})")
+    return expected, graphed, None
+
+
+def _reason(exc: BaseException) -> str:
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {message}"

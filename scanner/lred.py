@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 from .clipping import clip_pixels
-from .cuda_graphs import CaptureRefused, GraphedUnit
-from .cuda_graphs import capture as capture_unit
+from .cuda_graphs import GraphedUnit, run_and_capture
 from .estimation import (
     STATUS_CONVERGED,
     STATUS_MAX_ITERATIONS,
@@ -413,16 +412,18 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 hits, grads = graphed[u].run(v_now)
             else:
                 unit_sums = sums_of(passes, a, slots)
-                hits, grads = unit_sums(v_now)
                 eager_runs[u] = eager_runs.get(u, 0) + 1
                 if use_graphs and eager_runs[u] == 2:
-                    try:
-                        graphed[u] = capture_unit(unit_sums, v_now, (hits, grads), pool)
-                    except CaptureRefused as exc:
+                    (hits, grads), graph, refusal = run_and_capture(unit_sums, v_now, pool)
+                    if graph is not None:
+                        graphed[u] = graph
+                    else:
                         use_graphs = False
                         graphed.clear()
                         if notice is not None:
-                            notice(f"CUDA graphs off for this scan, passes run eagerly ({exc})")
+                            notice(f"CUDA graphs off for this scan, passes run eagerly ({refusal})")
+                else:
+                    hits, grads = unit_sums(v_now)
             hits_by_class = torch.zeros((a, K + 1), device=device, dtype=dtype).scatter_(
                 1, source_of_slot, hits.view(a, slots))[:, :K]
             step(members, index, v_now, hits_by_class * inv_counts, grads.view((a, slots) + pixel_shape),

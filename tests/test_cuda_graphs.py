@@ -3,6 +3,8 @@
 These run only where torch sees a GPU (skipped on the CPU-only CI machine; run on a GPU with
 benchmarks/gpu_check.sh).
 """
+import gc
+
 import numpy as np
 import pytest
 import synthetic
@@ -68,3 +70,19 @@ def test_a_model_that_reads_back_to_the_host_runs_eagerly():
     for a, b in zip(graphed, eager):
         assert a.iterations == b.iterations
         np.testing.assert_allclose(a.pattern, b.pattern, atol=1e-5)
+
+
+def test_graphs_leave_no_memory_allocated_behind():
+    # each layout of a scan is captured anew (jobs finish at different iterations): a capture
+    # that left its activations allocated would grow the memory with every layout and scan
+    classifier, pixels, labels = _problem()
+
+    def allocated_after_scan() -> int:
+        estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, cuda_graphs=True, **SETTINGS)
+        gc.collect()
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated()
+
+    first = allocated_after_scan()
+    assert allocated_after_scan() <= first + 4096
+    assert allocated_after_scan() <= first + 4096
