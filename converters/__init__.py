@@ -12,6 +12,7 @@ Passes, in order (each one small module):
   static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
   explicit_padding.make_padding_explicit   auto_pad SAME_* and asymmetric AveragePool pads made explicit
   opset.convertible_opset    move to an opset onnx2torch covers, when it does not cover the model's
+  shape_targets.fold_shape_targets   Reshape targets computed from shapes (Flatten of Keras, x.view(x.size(0), -1)) made constant
   observed_ranks.record_observed_ranks   ranks of shapeless tensors, from one reference evaluation
 
 ``to_torch`` returns the module with every parameter frozen; ``parity.compare_scores`` is the
@@ -47,6 +48,7 @@ from .observed_ranks import record_observed_ranks
 from .opset import convertible_opset
 from .parity import Parity, compare_scores
 from .reshape_allowzero import drop_reshape_allowzero
+from .shape_targets import fold_shape_targets
 from .static_batch import fixed_batch_size, free_batch_dimension
 from .subgraph import keep_score_path
 from .support import UnsupportedNode, unsupported_nodes
@@ -101,6 +103,9 @@ def _convert(graph: onnx.ModelProto, passes: list[str]) -> torch.nn.Module:
     graph, new_opset = convertible_opset(graph)
     if new_opset is not None:
         passes.append(f"converted to opset {new_opset}")
+    graph, targets = fold_shape_targets(graph)
+    if targets:
+        passes.append(f"made {targets} Reshape target(s) computed from shapes constant")
     missing = unsupported_nodes(graph)
     if missing:
         first = missing[0]
