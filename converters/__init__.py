@@ -2,7 +2,8 @@
 
 Extra op converters for newer opsets are registered with onnx2torch by ``newer_opsets``;
 ``slice_tuple`` replaces onnx2torch's Slice (list indexing, deprecated by torch);
-``constant_reshape`` its Reshape where the target is constant (no read back to the host).
+``constant_reshape`` and ``constant_pads`` its Reshape and Pad where the target or pads are
+constant (no read back to the host).
 
 Passes, in order (each one small module):
   subgraph.keep_score_path   drop side outputs (labels, ZipMap, auxiliary heads)
@@ -12,6 +13,7 @@ Passes, in order (each one small module):
   static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
   explicit_padding.make_padding_explicit   auto_pad SAME_* and asymmetric AveragePool pads made explicit
   opset.convertible_opset    move to an opset onnx2torch covers, when it does not cover the model's
+  fold_constants.fold_constants   bookkeeping on constants only (TorchScript's F.pad pads) computed once
   shape_targets.fold_shape_targets   Reshape targets computed from shapes (Flatten of Keras, x.view(x.size(0), -1)) made constant
   observed_ranks.record_observed_ranks   ranks of shapeless tensors, from one reference evaluation
 
@@ -29,6 +31,7 @@ import torch
 from scanner.errors import ConversionError, UnsupportedOperatorError
 
 from . import (  # noqa: F401  (importing them registers extra converters with onnx2torch)
+    constant_pads,
     constant_reshape,
     gelu,
     newer_opsets,
@@ -43,6 +46,7 @@ from .constant_aliases import read_weights_directly
 from .diagnose import describe_refusal
 from .explicit_padding import make_padding_explicit
 from .float32 import parity_rtol, widen_float16
+from .fold_constants import fold_constants
 from .fixed_batch import FixedBatchModule, batch_independent, runs_on_batch, vectorizes
 from .observed_ranks import record_observed_ranks
 from .opset import convertible_opset
@@ -103,6 +107,9 @@ def _convert(graph: onnx.ModelProto, passes: list[str]) -> torch.nn.Module:
     graph, new_opset = convertible_opset(graph)
     if new_opset is not None:
         passes.append(f"converted to opset {new_opset}")
+    graph, folded = fold_constants(graph)
+    if folded:
+        passes.append(f"computed {folded} node(s) on constants once, at conversion")
     graph, targets = fold_shape_targets(graph)
     if targets:
         passes.append(f"made {targets} Reshape target(s) computed from shapes constant")

@@ -7,6 +7,11 @@ that warning on every scan of a model with a Slice node (tf2onnx writes one for 
 ``Flatten``). Here the same slices (onnx2torch's own ``_get_slices``: negative steps by flipping,
 negative axes after an Ellipsis) are applied as tuples, which torch reads the same way today and
 will keep reading the same way. Opset 9 Slice (attributes instead of inputs) is left to onnx2torch.
+
+When starts, ends, axes and steps are all constants (initializers or Constant nodes, the usual
+case), the slices are worked out once, at conversion: reading them from tensors on every pass
+is a read back to the host on a GPU, which also keeps the pass from being replayed as a CUDA
+graph (scanner/cuda_graphs.py).
 """
 from __future__ import annotations
 
@@ -17,18 +22,31 @@ from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDe
 from onnx2torch.node_converters.slice import _get_slices
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+from onnx2torch.utils.common import (
+    OnnxMapping,
+    OperationConverterResult,
+    get_const_value,
+    onnx_mapping_from_node,
+)
 from torch import nn
 
 VERSIONS = (10, 11, 13)
 
 
 class TupleSlice(nn.Module):
-    """ONNX Slice with starts, ends and optional axes and steps as inputs."""
+    """ONNX Slice with starts, ends and optional axes and steps as inputs, or, when ``slices``
+    is given (constant operands), with those slices and ``x`` as the only input."""
 
-    def forward(self, x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
+    def __init__(self, slices: tuple | None = None):
+        super().__init__()
+        self.slices = slices
+
+    def forward(self, x: torch.Tensor, starts: Optional[torch.Tensor] = None, ends: Optional[torch.Tensor] = None,
                 axes: Optional[torch.Tensor] = None, steps: Optional[torch.Tensor] = None) -> torch.Tensor:
-        flip_dims, positive_axes, negative_axes = _get_slices(starts, ends, axes, steps)
+        if self.slices is not None:
+            flip_dims, positive_axes, negative_axes = self.slices
+        else:
+            flip_dims, positive_axes, negative_axes = _get_slices(starts, ends, axes, steps)
         if flip_dims:
             x = torch.flip(x, dims=flip_dims)
         if positive_axes:
@@ -38,8 +56,30 @@ class TupleSlice(nn.Module):
         return x
 
 
-def convert_slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
-    return OperationConverterResult(torch_module=TupleSlice(), onnx_mapping=onnx_mapping_from_node(node))
+def _constant_operands(node: OnnxNode, graph: OnnxGraph) -> list | None:
+    operands = []
+    for name in node.input_values[1:5]:
+        if not name:
+            operands.append(None)
+            continue
+        try:
+            value = get_const_value(name, graph)
+        except (KeyError, NotImplementedError, ValueError):
+            return None
+        if not isinstance(value, torch.Tensor):
+            return None
+        operands.append(value)
+    operands += [None] * (4 - len(operands))
+    return operands if operands[0] is not None and operands[1] is not None else None
+
+
+def convert_slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    operands = _constant_operands(node, graph)
+    if operands is None:
+        return OperationConverterResult(torch_module=TupleSlice(), onnx_mapping=onnx_mapping_from_node(node))
+    return OperationConverterResult(torch_module=TupleSlice(_get_slices(*operands)),
+                                    onnx_mapping=OnnxMapping(inputs=(node.input_values[0],),
+                                                             outputs=node.output_values))
 
 
 def register() -> list[tuple[str, int]]:

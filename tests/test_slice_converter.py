@@ -51,3 +51,30 @@ def test_scatter_nd_with_tuple_indexing_matches_onnxruntime(indices, updates_sha
     with warnings.catch_warnings():
         warnings.simplefilter("error")                 # no deprecated list indexing
         assert_converts_like_onnxruntime(model, seeded((3, 3, 4)))
+
+
+def _slices(converted):
+    return [m for m in converted.module.modules() if type(m).__name__ == "TupleSlice"]
+
+
+def test_constant_operands_are_worked_out_at_conversion():
+    # no starts/ends tensors read on each pass (on a GPU: a read back to the host)
+    inputs = {"starts": np.array([1, 0], np.int64), "ends": np.array([3, -1], np.int64),
+              "axes": np.array([1, 3], np.int64)}
+    model = one_node_model(helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"]), ["N", 3, 4, 5], 13, inputs)
+    (module,) = _slices(assert_converts_like_onnxruntime(model, seeded((2, 3, 4, 5))))
+    assert module.slices is not None
+
+
+def test_computed_operands_are_read_on_each_pass():
+    # ends = Shape(x)[2:3] - 1, computed in the graph: the slice is worked out at run time
+    shape_of = helper.make_node("Shape", ["x"], ["shape"])
+    take = helper.make_node("Slice", ["shape", "two", "three"], ["height"])
+    minus = helper.make_node("Sub", ["height", "one"], ["ends"])
+    model = one_node_model(helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"]), [2, 3, 4, 5], 13,
+                           {"starts": np.array([1], np.int64), "axes": np.array([2], np.int64),
+                            "two": np.array([2], np.int64), "three": np.array([3], np.int64),
+                            "one": np.array([1], np.int64)}, before=(shape_of, take, minus))
+    modules = _slices(assert_converts_like_onnxruntime(model, seeded((2, 3, 4, 5))))
+    # two Slices: the one on the shape has constant operands, the one on x computed ends
+    assert sorted(m.slices is None for m in modules) == [False, True]
