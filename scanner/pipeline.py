@@ -167,6 +167,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         say("estimate", f"iteration {iteration}: {finished}/{total} estimations done")
 
     torch.manual_seed(config.seed)
+    refusals: list[str] = []                  # why CUDA graphs were turned off, if they were
     common = dict(pi=config.pi, delta=config.delta, max_iterations=config.max_iterations, jobs=jobs,
                   progress=progress)
     if config.exact:
@@ -179,7 +180,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
             max_rejected_iterations=config.verify_extra_iterations,
             crossing_resolution=config.crossing_resolution, relative_step=config.relative_step,
             adaptive_step=config.largest_step, cuda_graphs=config.cuda_graphs,
-            notice=lambda message: say("estimate", message), **common)
+            notice=lambda message: (refusals.append(message), say("estimate", message)), **common)
     lap("estimate")
     if device.type == "cuda":
         timing["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -244,7 +245,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         device=str(device), onnxruntime_providers=reference.info.providers,
         config=config.as_dict(), timing=timing, versions=versions(),
         warnings=_warnings(estimates, verified, selection.per_class, config)
-        + tuple(filter(None, [_disagreement(result, suspect)])))
+        + tuple(filter(None, [_disagreement(result, suspect)])),
+        cuda_graphs=_graphs_status(device, config, refusals))
     patterns = {(e.target_class if config.method != "pred" else (e.sources[0], e.target_class)):
                 transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
     return ScanOutcome(report, patterns)
@@ -326,3 +328,12 @@ def _job_name(estimate: PatternEstimate) -> str:
     if len(estimate.sources) == 1:
         return f"pair {estimate.sources[0]}->{estimate.target_class}"
     return f"class {estimate.target_class}"
+
+
+def _graphs_status(device: torch.device, config: ScanConfig, refusals: list[str]) -> str:
+    """What the report says about CUDA graphs (scanner/cuda_graphs.py)."""
+    if device.type != "cuda" or config.exact:
+        return "n/a"
+    if not config.cuda_graphs:
+        return "off"
+    return f"refused: {refusals[0]}" if refusals else "on"

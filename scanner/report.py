@@ -97,6 +97,7 @@ class ScanReport:
     timing: dict[str, float]
     versions: dict[str, str]
     warnings: tuple[str, ...]
+    cuda_graphs: str = "n/a"               # on a GPU: "on", "off" (--no-cuda-graphs) or "refused: why"
 
     @property
     def backdoor_found(self) -> bool:

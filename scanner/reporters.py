@@ -8,7 +8,7 @@ from typing import Any
 
 from .report import ScanReport
 
-JSON_SCHEMA_VERSION = 2   # 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value
+JSON_SCHEMA_VERSION = 3   # 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value; 3: cuda_graphs
 
 
 def report_to_dict(report: ScanReport) -> dict[str, Any]:
@@ -57,7 +57,8 @@ def render_text(report: ScanReport) -> str:
                  f"{report.model.num_classes} classes, {report.model.score_kind})")
     lines.append(f"  {sum(report.data.images_per_class)} clean images "
                  f"({min(report.data.images_per_class)}-{max(report.data.images_per_class)} per class), "
-                 f"device {report.device}, {report.timing.get('total_seconds', 0.0):.1f} s")
+                 f"device {report.device}{_graphs_note(report.cuda_graphs)}, "
+                 f"{report.timing.get('total_seconds', 0.0):.1f} s")
     lines.append("  class  ||v_t||    r_t      iters  Q_t torch  Q_t onnxruntime  status")
     for c in report.classes:
         mark = "*" if c.target_class == report.most_suspicious_class else " "
@@ -66,3 +67,8 @@ def render_text(report: ScanReport) -> str:
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     return "\n".join(lines) + "\n"
+
+
+def _graphs_note(cuda_graphs: str) -> str:
+    return {"n/a": "", "on": " (CUDA graphs)", "off": " (CUDA graphs off)"}.get(
+        cuda_graphs, f" (CUDA graphs {cuda_graphs})")

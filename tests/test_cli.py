@@ -46,6 +46,8 @@ def test_backdoored_model_is_detected_with_exit_1_and_full_json(backdoored_case,
     assert report["source_classes"] and 2 not in report["source_classes"]
     assert {"path", "sha256", "opset", "producer"} <= report["model"].keys()
     assert report["config"]["images_per_class"] == 4 and report["config"]["seed"] == 0
+    # CUDA graphs replay the passes on a GPU only (scanner/cuda_graphs.py)
+    assert report["cuda_graphs"] == ("on" if report["device"].startswith("cuda") else "n/a")
     assert {"lred", "torch", "onnx", "onnxruntime", "onnx2torch"} <= report["versions"].keys()
     assert report["timing"]["total_seconds"] > 0
     pattern = np.load(patterns / "pattern_class_2.npy")

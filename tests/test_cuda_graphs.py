@@ -86,3 +86,18 @@ def test_graphs_leave_no_memory_allocated_behind():
     first = allocated_after_scan()
     assert allocated_after_scan() <= first + 4096
     assert allocated_after_scan() <= first + 4096
+
+
+def test_the_report_says_whether_graphs_ran(tmp_path):
+    from scanner.config import ScanConfig
+    from scanner.pipeline import scan
+
+    model = synthetic.linear_classifier(5, backdoor_target=3)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    x, y = synthetic.clean_images(5, 4)
+    np.savez(tmp_path / "clean.npz", x=x, y=y)
+    on = scan(path, tmp_path / "clean.npz", ScanConfig(device="cuda", images_per_class=4)).report
+    off = scan(path, tmp_path / "clean.npz", ScanConfig(device="cuda", images_per_class=4, cuda_graphs=False)).report
+    assert (on.cuda_graphs, off.cuda_graphs) == ("on", "off")
+    assert on.target_class == off.target_class == 3
