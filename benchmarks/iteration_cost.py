@@ -126,5 +126,6 @@ def main() -> None:
         for message in r["notices"]:
             print(f"  ({r['model']}: {message})")
 
+
 if __name__ == "__main__":
     main()
