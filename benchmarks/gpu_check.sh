@@ -34,9 +34,10 @@ stage env
 } >>"$log" 2>&1
 
 stage iteration_cost
-# (model, clean data) pairs: the sample, three zoo models, and two exported fixtures (torch's
-# dynamo exporter: a Reshape to a constant target; Keras through tf2onnx: a target computed
-# from the input's shape, which CUDA graphs refuse)
+# (model, clean data) pairs: the sample, three zoo models, and three exported fixtures (torch's
+# dynamo exporter: a Reshape to a constant target; Keras through tf2onnx: a Flatten target
+# computed from the input's shape, made constant by converters/shape_targets.py; TorchScript:
+# F.pad's pads computed from constants, folded by converters/fold_constants.py)
 fixtures=tests/fixtures/exported
 pairs="sample_models/fmnist_cnn_backdoored.onnx=sample_models/clean_images"
 for name in cnn-clean-s0 resnet-clean-s0 mlp-clean-s0; do
@@ -44,6 +45,7 @@ for name in cnn-clean-s0 resnet-clean-s0 mlp-clean-s0; do
 done
 pairs="$pairs $fixtures/torch_dynamo_backdoored.onnx=$fixtures/fmnist_clean_10_per_class.npz"
 pairs="$pairs $fixtures/keras_tf2onnx_backdoored.onnx=$fixtures/fmnist_clean_10_per_class.npz"
+pairs="$pairs $fixtures/torch_ts_opset17.onnx=$fixtures/fmnist_clean_10_per_class.npz"
 first=1
 for pair in $pairs; do
     timeout "$(left 60)" "$py" benchmarks/iteration_cost.py "${pair%%=*}" --data "${pair#*=}" \
@@ -60,6 +62,15 @@ done
 { time timeout "$(left 120)" "$py" -m scanner.cli scan sample_models/fmnist_cnn_backdoored.onnx \
     --data sample_models/clean_images --device cuda --no-cuda-graphs --json "$out/sample_backdoored_eager.json"; } >>"$log" 2>&1
 echo "exit $?" >>"$log"
+
+stage fixture_scans
+# the backdoored exporter fixtures on the GPU: verdict, target and whether CUDA graphs ran
+for name in torch_dynamo_backdoored keras_tf2onnx_backdoored sklearn_mlp_nozipmap_backdoored; do
+    timeout "$(left 60)" "$py" -m scanner.cli scan "$fixtures/$name.onnx" --data "$fixtures/fmnist_clean_10_per_class.npz" \
+        --device cuda --quiet --json "/tmp/fixture_$name.json" >/dev/null 2>>"$log"
+    "$py" -c 'import json, sys; r = json.load(open(sys.argv[1])); print(sys.argv[2], r["verdict"], r.get("target_class"), r.get("source_classes"), "cuda_graphs:", r.get("cuda_graphs"), "estimate s:", r.get("timing", {}).get("estimate_seconds"))' \
+        "/tmp/fixture_$name.json" "$name" >>"$log" 2>&1
+done
 
 stage tests
 timeout "$(left 200)" "$py" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} >>"$log" 2>&1
