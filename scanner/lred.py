@@ -393,9 +393,12 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             return hits, grads
         return unit_sums
 
-    # On a GPU a unit that runs a second time with the same layout is captured as a CUDA graph
-    # (scanner/cuda_graphs.py) and replayed from then on; the graphs of a layout share one
-    # memory pool and are dropped when the layout changes.
+    # On a GPU, when every active job's rows fit in one unit (the batch is small, so kernel
+    # launches cost more than the kernels), the unit is captured as a CUDA graph on its second
+    # iteration with the same layout and replayed from then on (scanner/cuda_graphs.py); the
+    # graph is dropped when the layout changes. Layouts of several units run eagerly: their
+    # passes are large enough for launches not to matter, and each unit's graph would keep its
+    # own output buffers allocated, so memory would grow with the number of units.
     use_graphs = cuda_graphs and device.type == "cuda"
     graphed: dict[int, GraphedUnit] = {}
     eager_runs: dict[int, int] = {}
@@ -413,7 +416,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             else:
                 unit_sums = sums_of(passes, a, slots)
                 eager_runs[u] = eager_runs.get(u, 0) + 1
-                if use_graphs and eager_runs[u] == 2:
+                if use_graphs and eager_runs[u] == 2 and len(units) == 1:
                     (hits, grads), graph, refusal = run_and_capture(unit_sums, v_now, pool)
                     if graph is not None:
                         graphed[u] = graph

@@ -43,6 +43,7 @@ class _ReadsBack(torch.nn.Module):
         return self.inner(x) * scale
 
 
+# 5: several units (run eagerly) until one job is left, whose 12 rows are one unit of 3 passes
 @pytest.mark.parametrize("batch_images", [4096, 5])
 def test_graphs_give_the_eager_estimates(batch_images):
     classifier, pixels, labels = _problem()
