@@ -13,6 +13,7 @@ all passes.
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
@@ -63,8 +64,36 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return result, len(folded_nodes)
 
 
+def _size_bound(node: onnx.NodeProto, inputs: dict) -> float:
+    """An upper bound on the elements of the node's output, from its inputs alone, so that a
+    model cannot make the evaluator build a huge tensor (ConstantOfShape to 10^12, say)."""
+    arrays = [inputs[name] if name else None for name in node.input]
+    sizes = [a.size for a in arrays if a is not None]
+    op = node.op_type
+    try:
+        if op == "ConstantOfShape":
+            return float(np.prod(arrays[0].astype(np.float64))) if arrays and arrays[0] is not None else 1.0
+        if op == "Range":
+            start, limit, delta = (float(np.asarray(a).reshape(-1)[0]) for a in arrays[:3])
+            return abs((limit - start) / delta) + 1 if delta else np.inf
+        if op == "Tile":
+            return float(arrays[0].size) * float(np.prod(arrays[1].astype(np.float64)))
+        if op == "Expand":
+            shape = np.broadcast_shapes(arrays[0].shape, tuple(int(d) for d in arrays[1].reshape(-1)))
+            return float(np.prod(shape, dtype=np.float64))
+        if op in ("Add", "Sub", "Mul", "Div", "Equal", "Where"):
+            return float(np.prod(np.broadcast_shapes(*(a.shape for a in arrays if a is not None)), dtype=np.float64))
+        if op == "Gather":
+            return float(arrays[0].size) * max(1.0, float(arrays[1].size))
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return np.inf
+    return float(sum(sizes)) if sizes else 1.0
+
+
 def _evaluate(node: onnx.NodeProto, inputs: dict, opsets) -> dict | None:
     """The node's outputs on constant ``inputs``, or None when evaluation fails or is too big."""
+    if _size_bound(node, inputs) > FOLD_LIMIT:
+        return None
     try:
         graph = helper.make_graph(
             [node], "fold",

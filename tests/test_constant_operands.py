@@ -1,6 +1,7 @@
 """converters/constant_pads.py and fold_constants.py: Pad pads and constant bookkeeping held as
 constants, so that no pass reads a tensor back to the host (a stall on a GPU, and no CUDA graph)."""
 import collections
+import importlib
 
 import numpy as np
 import onnx
@@ -64,3 +65,18 @@ def test_only_small_computations_on_constants_are_folded():
     assert [n.op_type for n in folded.graph.node] == ["ConstantOfShape", "ReduceSum", "Add", "Add"]
     x = seeded((2, 4))
     np.testing.assert_allclose(onnxruntime_outputs(folded, x), onnxruntime_outputs(model, x), rtol=0, atol=0)
+
+
+def test_a_huge_constant_is_never_built(monkeypatch):
+    # a hostile model: ConstantOfShape to 10^12 elements; the evaluator must not even be asked
+    fold = importlib.import_module("converters.fold_constants")   # the module, not the function
+
+    asked = []
+    monkeypatch.setattr(fold, "ReferenceEvaluator", lambda *args, **kwargs: asked.append(args))
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"]), helper.make_node("Add", ["x", "big"], ["y"])]
+    graph = helper.make_graph(nodes, "hostile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(np.array([10 ** 6, 10 ** 6], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert fold_constants(model) == (model, 0)
+    assert asked == []
