@@ -179,7 +179,10 @@ def fold_shape_targets(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     evaluator = _Evaluator(model, shapes)
     replacements = {}
     for node in computed:
-        target = evaluator.value(node.input[1])
+        try:
+            target = evaluator.value(node.input[1])
+        except RecursionError:                     # a chain deeper than Python's stack: leave it
+            continue
         data_shape = shapes.get(node.input[0])
         if not isinstance(target, list) or data_shape is None:
             continue

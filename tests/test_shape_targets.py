@@ -105,3 +105,14 @@ def test_arithmetic_on_dimensions_is_left_to_onnx2torch():
     converted = converters.to_torch(model, "x", "y")
     assert "OnnxReshape" in _host_shape_modules(converted)
     _matches_onnxruntime(model, converted, (3, 3, 4))
+
+
+def test_a_chain_deeper_than_the_stack_is_left_alone():
+    # a hostile graph: Shape followed by 2000 Identity nodes before the Reshape
+    nodes = [helper.make_node("Shape", ["x"], ["s0"])]
+    nodes += [helper.make_node("Identity", [f"s{i}"], [f"s{i + 1}"]) for i in range(2000)]
+    nodes.append(helper.make_node("Reshape", ["x", "s2000"], ["y"]))
+    graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert converters.shape_targets.fold_shape_targets(model) == (model, 0)
