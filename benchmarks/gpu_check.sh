@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The scanner on a CUDA machine, in one go: the per-iteration cost, the sample models, the
-# test suite (scans pick CUDA by default), L-RED (N = 8) over a zoo's CNNs and residual nets,
-# and, with the time left, the paper-exact loop on the backdoored sample model. Each stage
+# The scanner on a CUDA machine, in one go: the per-iteration cost (eager and CUDA graphs), the
+# sample models, three backdoored exporter fixtures, the test suite (scans pick CUDA by
+# default), L-RED (N = 8) over a zoo's CNNs and residual nets, and, with EXACT=1 and the time
+# left, the paper-exact loop on the backdoored sample model. Each stage
 # runs under its own time limit and appends to OUT/log.txt, so a stage that fails or runs
 # long does not lose the others; reports and tables land beside it (six files in all, seven with EXACT=1).
 #
