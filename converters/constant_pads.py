@@ -13,32 +13,25 @@ from __future__ import annotations
 
 import torch
 from onnx2torch.node_converters.pad import OnnxPadStatic
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
+
+from .constant_operands import constant_tensor, wrap_registered
 
 VERSIONS = (11, 13)
 
 
-def _constant(name: str, graph: OnnxGraph) -> torch.Tensor | None:
-    try:
-        value = get_const_value(name, graph)
-    except (KeyError, NotImplementedError, ValueError):
-        return None
-    return value if isinstance(value, torch.Tensor) else None
-
-
-def _static_pad(node: OnnxNode, graph: OnnxGraph) -> OnnxPadStatic | None:
+def static_pad(node: OnnxNode, graph: OnnxGraph) -> OnnxPadStatic | None:
+    """onnx2torch's static Pad for a Pad whose pads (and fill value) are constants, else None."""
     inputs = node.input_values
     if len(inputs) > 3 and inputs[3]:
         return None                                   # axes (opset 18): newer_opsets refuses it by name
-    pads = _constant(inputs[1], graph)
+    pads = constant_tensor(inputs[1], graph)
     if pads is None or pads.dim() != 1 or pads.dtype != torch.int64:
         return None
     fill = 0.0
     if len(inputs) > 2 and inputs[2]:
-        value = _constant(inputs[2], graph)
+        value = constant_tensor(inputs[2], graph)
         if value is None or value.numel() != 1:
             return None
         fill = float(value.reshape(()))
@@ -47,30 +40,4 @@ def _static_pad(node: OnnxNode, graph: OnnxGraph) -> OnnxPadStatic | None:
                                                  constant_value=fill)
 
 
-def _make_converter(original):
-    def convert_pad(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-        module = _static_pad(node, graph)
-        if module is None:
-            return original(node, graph)
-        return OperationConverterResult(torch_module=module,
-                                        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],),
-                                                                 outputs=node.output_values))
-
-    convert_pad.original = original
-    return convert_pad
-
-
-def register() -> list[tuple[str, int]]:
-    """Wrap onnx2torch's Pad 11/13 converters (idempotent); returns the (op type, version) pairs."""
-    added = []
-    for version in VERSIONS:
-        key = OperationDescription("", "Pad", version)
-        original = _CONVERTER_REGISTRY.get(key)
-        if original is None or hasattr(original, "original"):
-            continue
-        _CONVERTER_REGISTRY[key] = _make_converter(original)
-        added.append(("Pad", version))
-    return added
-
-
-REGISTERED = register()
+REGISTERED = wrap_registered("Pad", VERSIONS, static_pad)

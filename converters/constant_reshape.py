@@ -14,11 +14,11 @@ keep onnx2torch's converter (the allowzero pass, reshape_allowzero.py, runs befo
 from __future__ import annotations
 
 import torch
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 from torch import nn
+
+from .constant_operands import constant_tensor, wrap_registered
 
 VERSIONS = (5, 13, 14)     # onnx2torch's own; newer_opsets maps 19 and 21 onto 14's converter
 
@@ -37,41 +37,14 @@ class ConstantReshape(nn.Module):
         return f"shape={self.shape}"
 
 
-def _constant_shape(node: OnnxNode, graph: OnnxGraph) -> tuple[int, ...] | None:
+def reshape_to_constant_target(node: OnnxNode, graph: OnnxGraph) -> ConstantReshape | None:
+    """A ConstantReshape for a Reshape whose target is constant (allowzero = 0), else None."""
     if len(node.input_values) < 2 or node.attributes.get("allowzero", 0) != 0:
         return None
-    try:
-        value = get_const_value(node.input_values[1], graph)
-    except (KeyError, NotImplementedError, ValueError):
-        return None                                   # computed in the graph
-    if not isinstance(value, torch.Tensor) or value.dim() != 1 or value.dtype != torch.int64:
+    value = constant_tensor(node.input_values[1], graph)        # None: computed in the graph
+    if value is None or value.dim() != 1 or value.dtype != torch.int64:
         return None
-    return tuple(int(d) for d in value.tolist())
+    return ConstantReshape(tuple(int(d) for d in value.tolist()))
 
 
-def _make_converter(original):
-    def convert_reshape(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-        shape = _constant_shape(node, graph)
-        if shape is None:
-            return original(node, graph)
-        mapping = OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values)
-        return OperationConverterResult(torch_module=ConstantReshape(shape), onnx_mapping=mapping)
-
-    convert_reshape.original = original
-    return convert_reshape
-
-
-def register() -> list[tuple[str, int]]:
-    """Wrap onnx2torch's Reshape converters (idempotent); returns the (op type, version) pairs."""
-    added = []
-    for version in VERSIONS:
-        key = OperationDescription("", "Reshape", version)
-        original = _CONVERTER_REGISTRY.get(key)
-        if original is None or hasattr(original, "original"):
-            continue
-        _CONVERTER_REGISTRY[key] = _make_converter(original)
-        added.append(("Reshape", version))
-    return added
-
-
-REGISTERED = register()
+REGISTERED = wrap_registered("Reshape", VERSIONS, reshape_to_constant_target)

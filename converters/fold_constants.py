@@ -47,11 +47,7 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     if not folded_nodes:
         return model, 0
     kept = [node for i, node in enumerate(model.graph.node) if i not in folded_nodes]
-    used = {name for node in kept for name in node.input} | graph_outputs
-    for node in kept:                            # names used inside subgraphs (If, Loop bodies)
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                used |= {name for sub in attribute.g.node for name in sub.input}
+    used = used_names(kept, graph_outputs)
     existing = {t.name for t in model.graph.initializer}
     new_initializers = [numpy_helper.from_array(values[name], name)
                         for i in sorted(folded_nodes) for name in model.graph.node[i].output
@@ -62,6 +58,17 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     result.graph.node.extend(kept)
     result.graph.initializer.extend(new_initializers)
     return result, len(folded_nodes)
+
+
+def used_names(nodes, graph_outputs: set[str]) -> set[str]:
+    """The tensor names that ``nodes`` read (also inside their subgraphs: If, Loop bodies) or
+    that are graph outputs."""
+    used = {name for node in nodes for name in node.input} | graph_outputs
+    for node in nodes:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                used |= {name for sub in attribute.g.node for name in sub.input}
+    return used
 
 
 def _size_bound(node: onnx.NodeProto, inputs: dict) -> float:

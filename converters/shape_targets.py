@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .fold_constants import used_names
+
 Dim = int | str          # a number, or a named dimension from shape inference
 INT_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
 
@@ -150,9 +152,7 @@ def _prune(graph: onnx.GraphProto) -> int:
     """Remove nodes none of whose outputs is used; returns how many were removed."""
     removed = 0
     while True:
-        used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-        for sub in (a.g for node in graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH):
-            used |= {name for node in sub.node for name in node.input}
+        used = used_names(graph.node, {o.name for o in graph.output})
         dead = [node for node in graph.node if not any(o in used for o in node.output)]
         if not dead:
             return removed

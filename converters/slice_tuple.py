@@ -22,13 +22,10 @@ from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDe
 from onnx2torch.node_converters.slice import _get_slices
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import (
-    OnnxMapping,
-    OperationConverterResult,
-    get_const_value,
-    onnx_mapping_from_node,
-)
+from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 from torch import nn
+
+from .constant_operands import constant_tensor, data_only
 
 VERSIONS = (10, 11, 13)
 
@@ -62,11 +59,8 @@ def _constant_operands(node: OnnxNode, graph: OnnxGraph) -> list | None:
         if not name:
             operands.append(None)
             continue
-        try:
-            value = get_const_value(name, graph)
-        except (KeyError, NotImplementedError, ValueError):
-            return None
-        if not isinstance(value, torch.Tensor):
+        value = constant_tensor(name, graph)
+        if value is None:
             return None
         operands.append(value)
     operands += [None] * (4 - len(operands))
@@ -77,9 +71,7 @@ def convert_slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     operands = _constant_operands(node, graph)
     if operands is None:
         return OperationConverterResult(torch_module=TupleSlice(), onnx_mapping=onnx_mapping_from_node(node))
-    return OperationConverterResult(torch_module=TupleSlice(_get_slices(*operands)),
-                                    onnx_mapping=OnnxMapping(inputs=(node.input_values[0],),
-                                                             outputs=node.output_values))
+    return data_only(node, TupleSlice(_get_slices(*operands)))
 
 
 def register() -> list[tuple[str, int]]:
