@@ -400,33 +400,28 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     # passes are large enough for launches not to matter, and each unit's graph would keep its
     # own output buffers allocated, so memory would grow with the number of units.
     use_graphs = cuda_graphs and device.type == "cuda"
-    graphed: dict[int, GraphedUnit] = {}
-    eager_runs: dict[int, int] = {}
+    graph: GraphedUnit | None = None          # the current layout's one unit, once captured
+    layout_iterations = 0                     # iterations run with the current layout
     pool = torch.cuda.graph_pool_handle() if use_graphs else None
 
     active = list(range(n))
     units = layout(active)
     first_iteration = True
     while active:
-        for u, (members, index, passes, source_of_slot) in enumerate(units):
+        layout_iterations += 1
+        for members, index, passes, source_of_slot in units:
             a, slots = source_of_slot.shape
             v_now = v[index]
-            if u in graphed:
-                hits, grads = graphed[u].run(v_now)
+            if graph is not None:
+                hits, grads = graph.run(v_now)
+            elif use_graphs and layout_iterations == 2 and len(units) == 1:
+                (hits, grads), graph, refusal = run_and_capture(sums_of(passes, a, slots), v_now, pool)
+                if graph is None:
+                    use_graphs = False
+                    if notice is not None:
+                        notice(f"CUDA graphs off for this scan, passes run eagerly ({refusal})")
             else:
-                unit_sums = sums_of(passes, a, slots)
-                eager_runs[u] = eager_runs.get(u, 0) + 1
-                if use_graphs and eager_runs[u] == 2 and len(units) == 1:
-                    (hits, grads), graph, refusal = run_and_capture(unit_sums, v_now, pool)
-                    if graph is not None:
-                        graphed[u] = graph
-                    else:
-                        use_graphs = False
-                        graphed.clear()
-                        if notice is not None:
-                            notice(f"CUDA graphs off for this scan, passes run eagerly ({refusal})")
-                else:
-                    hits, grads = unit_sums(v_now)
+                hits, grads = sums_of(passes, a, slots)(v_now)
             hits_by_class = torch.zeros((a, K + 1), device=device, dtype=dtype).scatter_(
                 1, source_of_slot, hits.view(a, slots))[:, :K]
             step(members, index, v_now, hits_by_class * inv_counts, grads.view((a, slots) + pixel_shape),
@@ -436,8 +431,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         if still != active:
             active = still
             units = layout(active) if active else []
-            graphed.clear()
-            eager_runs.clear()
+            graph = None
+            layout_iterations = 0
             if use_graphs:
                 pool = torch.cuda.graph_pool_handle()
         if progress is not None:
