@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = [ROOT / "sample_models" / "fmnist_cnn_backdoored.onnx"]
 
 
-def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch.device) -> dict:
+def prepare(model_path: Path, data: Path, n: int, device: torch.device, seed: int = 0):
+    """The scan's inputs for a logits model: (classifier, x, y, num_classes), N images per class
+    chosen with ``seed`` among the correctly classified ones, as ``lred scan`` chooses them."""
     model = load_model(model_path)
     clean = load_clean_images(data, 1 if model.input_shape[1] == 1 else None)
     transform = resolve_transform(model, ScanConfig(), clean.image_shape)
@@ -39,11 +41,15 @@ def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch
     reference = ReferenceClassifier(model)
     predictions = reference.predict(transform.normalize(pixels))
     num_classes = int(reference.scores(transform.normalize(pixels[:1])).shape[1])
-    selection = select_images(clean.labels, predictions, num_classes, n, 0)
+    selection = select_images(clean.labels, predictions, num_classes, n, seed)
     x = torch.as_tensor(pixels[selection.indices])
     y = torch.as_tensor(clean.labels[selection.indices])
     module = converters.to_torch(model.proto, model.input_name, model.output_name).module
-    classifier = DifferentiableClassifier(module, transform, "logits", device)
+    return DifferentiableClassifier(module, transform, "logits", device), x, y, num_classes
+
+
+def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch.device) -> dict:
+    classifier, x, y, num_classes = prepare(model_path, data, n, device)
     rows = torch.cat([torch.nonzero(y != t).flatten() for t in range(num_classes)])
     x_rows = x[rows].to(device)
     target_of_row = y.new_tensor(np.repeat(np.arange(num_classes), [int((y != t).sum()) for t in
