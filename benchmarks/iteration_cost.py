@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = [ROOT / "sample_models" / "fmnist_cnn_backdoored.onnx"]
 
 
-def prepare(model_path: Path, data: Path, n: int, device: torch.device, seed: int = 0):
+def prepare(model_path: Path, data: Path, n: int, device: torch.device, seed: int = 0,
+            channels_last: bool = True):
     """The scan's inputs for a logits model: (classifier, x, y, num_classes), N images per class
     chosen with ``seed`` among the correctly classified ones, as ``lred scan`` chooses them."""
     model = load_model(model_path)
@@ -45,11 +46,15 @@ def prepare(model_path: Path, data: Path, n: int, device: torch.device, seed: in
     x = torch.as_tensor(pixels[selection.indices])
     y = torch.as_tensor(clean.labels[selection.indices])
     module = converters.to_torch(model.proto, model.input_name, model.output_name).module
-    return DifferentiableClassifier(module, transform, "logits", device), x, y, num_classes
+    classifier = DifferentiableClassifier(module, transform, "logits", device)
+    if channels_last:                         # as lred scan does (scanner/pipeline.py)
+        classifier.use_channels_last(x[:16])
+    return classifier, x, y, num_classes
 
 
-def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch.device) -> dict:
-    classifier, x, y, num_classes = prepare(model_path, data, n, device)
+def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch.device,
+            channels_last: bool = True) -> dict:
+    classifier, x, y, num_classes = prepare(model_path, data, n, device, channels_last=channels_last)
     rows = torch.cat([torch.nonzero(y != t).flatten() for t in range(num_classes)])
     x_rows = x[rows].to(device)
     target_of_row = y.new_tensor(np.repeat(np.arange(num_classes), [int((y != t).sum()) for t in
@@ -118,6 +123,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--default-order", action="store_true",
+                        help="keep the module's weights in the default memory order (no channels-last on the CPU)")
     args = parser.parse_args()
     device = select_device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, N = {args.n}\n")
@@ -126,7 +133,7 @@ def main() -> None:
           + (" engine with CUDA graphs (ms) | ratio | raw pass as a CUDA graph (ms) |" if cuda else ""))
     print("|---|---|---|---|---|" + ("---|---|---|" if cuda else ""))
     for path in args.models:
-        r = measure(path, args.data, args.n, args.iterations, device)
+        r = measure(path, args.data, args.n, args.iterations, device, not args.default_order)
         print(f"| {r['model']} | {r['rows']} | {r['raw_ms']:.2f} | {r['engine_ms']:.2f} | {r['ratio']:.2f} |"
               + (f" {r['graphed_ms']:.2f} | {r['graphed_ratio']:.2f} | {r['raw_graphed_ms']:.2f} |" if cuda else ""))
         for message in r["notices"]:

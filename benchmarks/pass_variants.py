@@ -71,7 +71,7 @@ def main() -> None:
         data = args.data
         if model_path.name == "model.onnx" and (model_path.parent / "clean.npz").exists():
             data = model_path.parent / "clean.npz"          # zoo layout
-        classifier, x, y, num_classes = prepare(model_path, data, args.n, device)
+        classifier, x, y, num_classes = prepare(model_path, data, args.n, device, channels_last=False)
         rows = torch.cat([torch.nonzero(y != t).flatten() for t in range(num_classes)])
         x_rows = x[rows].to(device)
         target_of_row = y.new_tensor(np.repeat(np.arange(num_classes),

@@ -154,6 +154,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         converted = converters.to_torch(model.proto, model.input_name, model.output_name)
         classifier = DifferentiableClassifier(converted.module, transform, score_kind, device)
     passes = converted.passes + passes
+    if classifier.use_channels_last(torch.as_tensor(x[:16])):        # 16 images: a cheap probe
+        passes = passes + ("4-D weights held channels-last for the CPU passes",)
     rtol = converters.parity_rtol(model.proto, config.parity_rtol)
     parity = _parity_gate(classifier, pixels, reference_scores, config, rtol)
     lap("convert")
