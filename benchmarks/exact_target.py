@@ -33,9 +33,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=defaults.images_per_class)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--default-order", action="store_true",
+                        help="keep the module's weights in the default memory order (no channels-last on the CPU)")
     args = parser.parse_args()
     device = select_device(args.device)
-    classifier, x, y, num_classes = prepare(args.model, args.data, args.n, device, args.seed)
+    classifier, x, y, num_classes = prepare(args.model, args.data, args.n, device, args.seed,
+                                            channels_last=not args.default_order)
     print(f"{args.model}: N = {args.n}, seed {args.seed}, delta {args.delta:g}, pi {args.pi:g}, {device}\n")
     print("| target | ||v_t|| | iterations | status | Q_t | largest source weights | seconds |")
     print("|---|---|---|---|---|---|---|")
