@@ -97,3 +97,18 @@ def test_a_module_whose_weights_cannot_all_be_converted_is_put_back():
     assert not classifier.use_channels_last(x[:8])
     assert module[0].weight.is_contiguous()
     torch.testing.assert_close(classifier.scores(x).detach(), before)
+
+
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        raise RuntimeError("this module cannot run")
+
+
+def test_a_module_that_does_not_run_is_left_to_the_parity_check():
+    x, _ = images()
+    classifier = DifferentiableClassifier(Broken(), transform(), "logits", CPU)
+    assert not classifier.use_channels_last(x[:8])
