@@ -18,8 +18,10 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,12 +94,21 @@ def run_scan(command: list[str], report: Path, threads: int | None) -> dict:
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    if threading.current_thread() is threading.main_thread():
+        # a SIGTERM to this script (kill, timeout) unwinds through the handler below, so the scan
+        # it is waiting for is stopped with it instead of running on as an orphan
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    # communicate() would reap the child itself; read the pipes, then reap it with wait4
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    try:
+        # communicate() would reap the child itself; read the pipes, then reap it with wait4
+        stdout, stderr = process.stdout.read(), process.stderr.read()
+        _, status, usage = os.wait4(process.pid, 0)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.monotonic() - started
     return {"command": command, "exit_code": process.returncode, "wall_seconds": round(seconds, 2),
