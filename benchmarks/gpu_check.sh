@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The scanner on a CUDA machine, in one go: the per-iteration cost (eager and CUDA graphs), the
-# sample models, three backdoored exporter fixtures, the test suite (scans pick CUDA by
+# raw pass with channels-last weights (used on the CPU only so far), the sample models, three backdoored exporter fixtures, the test suite (scans pick CUDA by
 # default), L-RED (N = 8) over a zoo's CNNs and residual nets, and, with EXACT=1 and the time
 # left, the paper-exact loop on the backdoored sample model. Each stage
 # runs under its own time limit and appends to OUT/log.txt, so a stage that fails or runs
@@ -53,6 +53,11 @@ for pair in $pairs; do
         --device cuda --iterations 200 2>&1 | if [ $first = 1 ]; then cat; else tail -n +5; fi >>"$log"
     first=0
 done
+
+stage pass_variants
+# channels-last is applied on the CPU only (scanner/estimation.py); whether it pays on this GPU
+timeout "$(left 60)" "$py" benchmarks/pass_variants.py sample_models/fmnist_cnn_backdoored.onnx \
+    --device cuda --no-compile --rounds 5 --iterations 20 >>"$log" 2>&1
 
 stage sample_scans
 for name in backdoored clean; do

@@ -6,7 +6,7 @@ Variants run in interleaved rounds (A, B, C, A, B, C, ...) and the table gives t
 that a machine shared with other work biases them alike; torch.compile's first call (the
 compilation) is reported on its own.
 
-    python benchmarks/pass_variants.py [MODEL.onnx ...] [--data DIR] [--rounds 7] [--iterations 5]
+    python benchmarks/pass_variants.py [MODEL.onnx ...] [--data DIR] [--rounds 7] [--iterations 5] [--no-compile]
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from scanner.estimation import select_device
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def variants(classifier, x_rows: torch.Tensor, target_of_row: torch.Tensor, device: torch.device) -> dict:
+def variants(classifier, x_rows: torch.Tensor, target_of_row: torch.Tensor, device: torch.device,
+             compile_too: bool = True) -> dict:
     """name -> (step function, seconds its first call took)."""
     def make(module_call, rows):
         def step() -> None:
@@ -41,8 +42,8 @@ def variants(classifier, x_rows: torch.Tensor, target_of_row: torch.Tensor, devi
         channels_last = copy.deepcopy(classifier)        # .to(memory_format) converts in place
         channels_last.module.to(memory_format=torch.channels_last)
         out["channels_last"] = make(channels_last.scores, x_rows.contiguous(memory_format=torch.channels_last))
-    compiled = torch.compile(classifier.scores)
-    out["torch.compile"] = make(compiled, x_rows)
+    if compile_too:
+        out["torch.compile"] = make(torch.compile(classifier.scores), x_rows)
     first = {}
     for name, step in out.items():
         start = time.perf_counter()
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=5, help="passes per variant per round")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles for seconds to minutes)")
     args = parser.parse_args()
     device = select_device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, N = {args.n}, "
@@ -76,7 +78,7 @@ def main() -> None:
         x_rows = x[rows].to(device)
         target_of_row = y.new_tensor(np.repeat(np.arange(num_classes),
                                                [int((y != t).sum()) for t in range(num_classes)])).to(device)
-        found = variants(classifier, x_rows, target_of_row, device)
+        found = variants(classifier, x_rows, target_of_row, device, not args.no_compile)
         times = {name: [] for name in found}
         for _ in range(args.rounds):
             for name, (step, _) in found.items():
