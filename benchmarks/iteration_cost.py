@@ -52,19 +52,30 @@ def prepare(model_path: Path, data: Path, n: int, device: torch.device, seed: in
     return classifier, x, y, num_classes
 
 
+def iteration_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, device: torch.device):
+    """The image rows of one L-RED iteration with every target active (each target t with the
+    images of every other class) and the target of each row, on ``device``."""
+    rows = torch.cat([torch.nonzero(y != t).flatten() for t in range(num_classes)])
+    target_of_row = y.new_tensor(np.repeat(np.arange(num_classes), [int((y != t).sum()) for t in
+                                                                    range(num_classes)]))
+    return x[rows].to(device), target_of_row.to(device)
+
+
+def raw_pass(scores_of, x_rows: torch.Tensor, target_of_row: torch.Tensor):
+    """One plain forward+backward of log p(t | [x + u]) through ``scores_of``, as a function."""
+    def step() -> None:
+        u = torch.zeros_like(x_rows, requires_grad=True)
+        scores = scores_of(clip_pixels(x_rows + u))
+        log_p = torch.log_softmax(scores, dim=1).gather(1, target_of_row[:, None]).sum()
+        torch.autograd.grad(log_p, u)
+    return step
+
+
 def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch.device,
             channels_last: bool = True) -> dict:
     classifier, x, y, num_classes = prepare(model_path, data, n, device, channels_last=channels_last)
-    rows = torch.cat([torch.nonzero(y != t).flatten() for t in range(num_classes)])
-    x_rows = x[rows].to(device)
-    target_of_row = y.new_tensor(np.repeat(np.arange(num_classes), [int((y != t).sum()) for t in
-                                                                    range(num_classes)])).to(device)
-
-    def raw_step() -> None:
-        u = torch.zeros_like(x_rows, requires_grad=True)
-        scores = classifier.scores(clip_pixels(x_rows + u))
-        log_p = torch.log_softmax(scores, dim=1).gather(1, target_of_row[:, None]).sum()
-        torch.autograd.grad(log_p, u)
+    x_rows, target_of_row = iteration_rows(x, y, num_classes, device)
+    raw_step = raw_pass(classifier.scores, x_rows, target_of_row)
 
     def synchronize() -> None:
         if device.type == "cuda":

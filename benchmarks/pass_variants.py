@@ -16,11 +16,9 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from iteration_cost import DEFAULT_MODELS, prepare
-from scanner.clipping import clip_pixels
+from iteration_cost import DEFAULT_MODELS, iteration_rows, prepare, raw_pass
 from scanner.estimation import select_device
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,21 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def variants(classifier, x_rows: torch.Tensor, target_of_row: torch.Tensor, device: torch.device,
              compile_too: bool = True) -> dict:
     """name -> (step function, seconds its first call took)."""
-    def make(module_call, rows):
-        def step() -> None:
-            u = torch.zeros_like(rows, requires_grad=True)
-            scores = module_call(clip_pixels(rows + u))
-            log_p = torch.log_softmax(scores, dim=1).gather(1, target_of_row[:, None]).sum()
-            torch.autograd.grad(log_p, u)
-        return step
-
-    out = {"eager": make(classifier.scores, x_rows)}
+    out = {"eager": raw_pass(classifier.scores, x_rows, target_of_row)}
     if x_rows.dim() == 4:
         channels_last = copy.deepcopy(classifier)        # .to(memory_format) converts in place
         channels_last.module.to(memory_format=torch.channels_last)
-        out["channels_last"] = make(channels_last.scores, x_rows.contiguous(memory_format=torch.channels_last))
+        out["channels_last"] = raw_pass(channels_last.scores, x_rows.contiguous(memory_format=torch.channels_last),
+                                        target_of_row)
     if compile_too:
-        out["torch.compile"] = make(torch.compile(classifier.scores), x_rows)
+        out["torch.compile"] = raw_pass(torch.compile(classifier.scores), x_rows, target_of_row)
     first = {}
     for name, step in out.items():
         start = time.perf_counter()
@@ -74,10 +65,7 @@ def main() -> None:
         if model_path.name == "model.onnx" and (model_path.parent / "clean.npz").exists():
             data = model_path.parent / "clean.npz"          # zoo layout
         classifier, x, y, num_classes = prepare(model_path, data, args.n, device, channels_last=False)
-        rows = torch.cat([torch.nonzero(y != t).flatten() for t in range(num_classes)])
-        x_rows = x[rows].to(device)
-        target_of_row = y.new_tensor(np.repeat(np.arange(num_classes),
-                                               [int((y != t).sum()) for t in range(num_classes)])).to(device)
+        x_rows, target_of_row = iteration_rows(x, y, num_classes, device)
         found = variants(classifier, x_rows, target_of_row, device, not args.no_compile)
         times = {name: [] for name in found}
         for _ in range(args.rounds):
