@@ -82,3 +82,11 @@ def write_case(directory: Path, num_classes: int = 6, per_class: int = 4, backdo
     data_path = directory / "clean.npz"
     np.savez(data_path, x=x, y=y)
     return model_path, data_path
+
+
+def identity_transform(shape: tuple[int, int, int] = (1, 8, 8)):
+    """The input transform of an NCHW model fed pixels in [0, 1] as they are (scale 1, offset 0);
+    ``shape`` is (C, H, W)."""
+    from scanner.preprocess import InputTransform
+    c, h, w = shape
+    return InputTransform("nchw", shape, (h, w, c), np.ones(shape, np.float32), np.zeros(shape, np.float32))

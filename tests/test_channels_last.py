@@ -2,19 +2,18 @@
 where the module runs and gives the same scores, and then the same patterns."""
 import numpy as np
 import pytest
+import synthetic
 import torch
 from torch import nn
 
 from scanner.estimation import DifferentiableClassifier
 from scanner.lred import estimate_patterns
-from scanner.preprocess import InputTransform
 
 CPU = torch.device("cpu")
 
 
 def transform(shape=(3, 8, 8)):
-    c, h, w = shape
-    return InputTransform("nchw", shape, (h, w, c), np.ones(shape, np.float32), np.zeros(shape, np.float32))
+    return synthetic.identity_transform(shape)
 
 
 def conv_net(seed=0):

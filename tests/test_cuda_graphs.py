@@ -13,7 +13,6 @@ import torch
 import converters
 from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
 from scanner.lred import estimate_patterns
-from scanner.preprocess import InputTransform
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -23,8 +22,7 @@ SETTINGS = dict(pi=0.9, delta=0.02, max_iterations=400)
 def _problem(module: torch.nn.Module | None = None):
     model = synthetic.linear_classifier(5, backdoor_target=3)
     module = module or converters.to_torch(model, "image", "logits").module
-    transform = InputTransform("nchw", (1, 8, 8), (8, 8, 1), np.ones((1, 8, 8), np.float32),
-                               np.zeros((1, 8, 8), np.float32))
+    transform = synthetic.identity_transform()
     classifier = DifferentiableClassifier(module, transform, "logits", torch.device("cuda"))
     x, y = synthetic.clean_images(5, 3)
     return classifier, torch.tensor(x[:, None] / 255.0, dtype=torch.float32), torch.tensor(y)

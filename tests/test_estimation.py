@@ -8,7 +8,6 @@ import converters
 from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
 from scanner.lred import Job, estimate_patterns
 from scanner.lred_reference import estimate_pattern_exact
-from scanner.preprocess import InputTransform
 
 SETTINGS = dict(pi=0.9, delta=0.02, max_iterations=400)
 
@@ -17,8 +16,7 @@ SETTINGS = dict(pi=0.9, delta=0.02, max_iterations=400)
 def problem():
     model = synthetic.linear_classifier(5, backdoor_target=3)
     module = converters.to_torch(model, "image", "logits").module
-    transform = InputTransform("nchw", (1, 8, 8), (8, 8, 1), np.ones((1, 8, 8), np.float32),
-                               np.zeros((1, 8, 8), np.float32))
+    transform = synthetic.identity_transform()
     classifier = DifferentiableClassifier(module, transform, "logits", torch.device("cpu"))
     x, y = synthetic.clean_images(5, 3)
     pixels = torch.tensor(x[:, None] / 255.0, dtype=torch.float32)
