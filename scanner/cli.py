@@ -122,6 +122,10 @@ def main() -> None:
                    f"(README 'Step schedule').  [default: max({DEFAULT_LARGEST_STEP:g}, delta)]")
 @click.option("--fixed-step", is_flag=True,
               help="Every step exactly delta (Algorithm 1's schedule; implied by --exact and --relative-step).")
+@click.option("--weight-update-length", default=DEFAULTS.weight_update_length, show_default=True, type=float,
+              help="Default schedule only: after a step of length h, the source weights w are updated "
+                   "h / WEIGHT_UPDATE_LENGTH times, as Algorithm 1 with that fixed step would over the same "
+                   "length (the paper's delta; README 'Step schedule').")
 @click.option("--images-per-class", "-n", default=DEFAULTS.images_per_class, show_default=True, type=int,
               help="N clean images per class (correctly classified ones only).")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed for choosing the images.")
@@ -159,7 +163,7 @@ def main() -> None:
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution: float | None,
          relative_step: float | None, adaptive_step: float | None, fixed_step: bool,
-         images_per_class: int, seed: int, pi: float, delta: float,
+         weight_update_length: float, images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
          json_path: Path | None, save_patterns: Path | None, quiet: bool, debug: bool) -> None:
@@ -174,7 +178,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
     try:
         config = ScanConfig(method=method, exact=exact, crossing_resolution=crossing_resolution,
                             relative_step=relative_step, adaptive_step=adaptive_step, fixed_step=fixed_step,
-                            images_per_class=images_per_class, seed=seed, pi=pi, delta=delta,
+                            weight_update_length=weight_update_length, images_per_class=images_per_class, seed=seed, pi=pi, delta=delta,
                             max_iterations=max_iterations, alpha=alpha, p_value_basis=p_value_basis,
                             layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,

@@ -33,6 +33,7 @@ class ScanConfig:
     relative_step: float | None = None # step = max(delta, relative_step * ||v||); implies fixed_step
     adaptive_step: float | None = None # largest step of the default schedule; None: max(2e-2, delta)
     fixed_step: bool = False           # every step exactly delta (Algorithm 1); implied by exact
+    weight_update_length: float = 1e-4 # default schedule: path length per update of w it reproduces (paper's delta)
     images_per_class: int = 8          # N, Sec. 4.3
     seed: int = 0                      # picks the N clean images per class
     pi: float = 0.9                    # Sec. 4.3
@@ -65,6 +66,7 @@ class ScanConfig:
              "fixed_step, exact or relative_step"),
             (self.adaptive_step is None or self.adaptive_step >= self.delta,
              "adaptive_step (the largest step) must be >= delta (the smallest)"),
+            (self.weight_update_length > 0.0, "weight_update_length must be > 0"),
             (self.images_per_class >= 1, "images_per_class must be >= 1"),
             (0.0 < self.pi < 1.0, "pi must lie in (0, 1)"),
             (self.delta > 0.0, "delta must be > 0"),
@@ -101,6 +103,12 @@ class ScanConfig:
         if self.step_schedule != "adaptive":
             return None
         return self.adaptive_step if self.adaptive_step is not None else max(DEFAULT_LARGEST_STEP, self.delta)
+
+    @property
+    def adaptive_weight_update_length(self) -> float | None:
+        """Path length per update of w that the weight-controlled schedule reproduces (README
+        "Step schedule"), or None when that schedule is not followed (w is updated once per step)."""
+        return self.weight_update_length if self.step_schedule == "adaptive" else None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as given, plus the resolved step schedule."""

@@ -103,14 +103,49 @@ def update_weights(q: torch.Tensor, fraction: torch.Tensor, excluded: torch.Tens
     return torch.where((fraction > 0)[:, None], weights, uniform)
 
 
+def repeat_weight_updates(q: np.ndarray, w: np.ndarray, excluded: np.ndarray, counts: Sequence[int],
+                          pi: float, tolerance: float = 1e-12) -> tuple[np.ndarray, list[tuple[int, np.ndarray] | None]]:
+    """``counts[i]`` successive updates of eqs. (7)-(8) for row i with its q_st held, on the host in
+    float64: what Algorithm 1 does to w over ``counts[i]`` steps on which no image changes class
+    (each step updates w once, and only w moves Q_t). ``q``, ``w`` (a, K); ``excluded`` (a, K) as in
+    update_weights. A row stops early once an update leaves it unchanged (to ``tolerance``): it is
+    at the fixed point of eqs. (7)-(8), and further updates would not move it.
+
+    Returns the updated w and, per row, where Algorithm 1 would have stopped on the way: the first
+    step k >= 2 whose check (line 5) Q_t(q, w after k - 1 updates) >= pi passes, with that w; or
+    None (step k = 1 is the check the caller has made already)."""
+    allowed = ~excluded
+    uniform = allowed / allowed.sum(axis=1, keepdims=True)
+    remaining = np.asarray(counts, dtype=np.int64).copy()
+    w = w.copy()
+    crossings: list[tuple[int, np.ndarray] | None] = [None] * len(remaining)
+    done = 0
+    while (remaining > 0).any():
+        live = remaining > 0
+        fraction = (w * q).sum(axis=1)
+        if done > 0:
+            for row in np.flatnonzero(live & (fraction >= pi)):
+                if crossings[row] is None:
+                    crossings[row] = (done + 1, w[row].copy())
+        temperature = np.maximum(-np.log(np.maximum(fraction, np.finfo(np.float64).tiny)), 1e-6)
+        logits = np.where(excluded, -np.inf, q / temperature[:, None])
+        logits = np.exp(logits - logits.max(axis=1, keepdims=True))
+        updated = np.where((fraction > 0)[:, None], logits / logits.sum(axis=1, keepdims=True), uniform)
+        moved = np.abs(updated - w).max(axis=1)
+        w = np.where(live[:, None], updated, w)
+        remaining = np.where(live & (moved > tolerance), remaining - 1, 0)
+        done += 1
+    return w, crossings
+
+
 def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,
                       num_classes: int, *, pi: float, delta: float, max_iterations: int,
                       batch_images: int, jobs: Sequence[Job] | None = None,
                       confirm: Confirm | None = None, max_rejected_iterations: int = 0,
                       progress: Progress | None = None, crossing_resolution: float | None = None,
                       relative_step: float | None = None,
-                      adaptive_step: float | None = None, cuda_graphs: bool = True,
-                      notice: Callable[[str], None] | None = None) -> list[PatternEstimate]:
+                      adaptive_step: float | None = None, weight_update_length: float | None = None,
+                      cuda_graphs: bool = True, notice: Callable[[str], None] | None = None) -> list[PatternEstimate]:
     """Run Algorithm 1 for every job (by default L-RED: every putative target class).
 
     ``pixels`` (M, *pixel_shape) clean images in [0, 1], ``labels`` (M,) their classes.
@@ -125,6 +160,10 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     the change of its weights (see WEIGHT_CHANGE_SHRINK), between delta and adaptive_step; the
     crossing step is then bisected to ``crossing_resolution`` or, when that is unset, to delta,
     and so is the step on which Q_t first turns positive.
+    ``weight_update_length``: with ``adaptive_step``, the path length per update of w that the
+    schedule reproduces (the paper's delta): after a step of length h, w is updated by eqs.
+    (7)-(8) round(h / weight_update_length) times with the q_st of the new point, as Algorithm 1
+    with that step would over the same length (README "Step schedule"); unset: once per step.
     Jobs whose weights do not adapt (U-RED, P-RED) keep the fixed step delta.
     ``cuda_graphs``: on a CUDA device, replay each unit's passes as a CUDA graph from its second
     iteration on (scanner/cuda_graphs.py); ``notice`` hears why, if that is refused.
@@ -161,6 +200,10 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     rejections = [0] * n
     first_rejection: list[int | None] = [None] * n
     misclassified = [False] * n             # Q_t > 0 seen at some point of the job's path
+    # path length the next update of w stands for (weight_update_length): the last step's, or
+    # less after a step was cut back to the point where an image first changed class
+    update_span = [0.0] * n
+    q_before = torch.zeros((n, K), device=device, dtype=dtype)   # q_st where the job's last step began
     results: dict[int, PatternEstimate] = {}
 
     def finish(i: int, q_row: torch.Tensor, fraction: float, status: str) -> None:
@@ -215,12 +258,68 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         """Job i's last step, from a point where Q_t = 0, reached Q_t > 0: move v back to the
         shortest fraction of that step (to within the crossing resolution) where Q_t(v, w(0)) > 0
         and restart the step at delta. The next pass evaluates q and the gradient there."""
-        high, _ = bisect_last_step(i, last_length[i], lambda f: f > 0)
+        length = last_length[i]
+        high, _ = bisect_last_step(i, length, lambda f: f > 0)
         start = v[i] - last_step[i]
         last_step[i] = high * last_step[i]
-        last_length[i] = high * last_length[i]
+        last_length[i] = high * length
         v[i] = start + last_step[i]
         step_length[i] = delta
+        # the first misclassified point lies within the last bisection bracket: half of it on average
+        update_span[i] = 0.5 * min(crossing_resolution, last_length[i])
+
+    def next_weights(members: list[int], q: torch.Tensor, fraction: torch.Tensor, w_now: torch.Tensor,
+                     excluded_rows: torch.Tensor) -> torch.Tensor:
+        """w(tau+1) by eqs. (7)-(8) for the jobs ``members`` at v(tau+1): once, or with
+        ``weight_update_length`` as many times as Algorithm 1 would over the path just taken."""
+        if weight_update_length is None:
+            return update_weights(q, fraction, excluded_rows), [None] * len(members)
+        # where an image changed class during the step, the q_st of its end held for half of it
+        # on average (Algorithm 1 updated w with the earlier q_st before that)
+        changed = (q != q_before[members]).any(dim=1).tolist()
+        counts = [max(1, round((0.5 if moved else 1.0) * update_span[i] / weight_update_length))
+                  if jobs[i].adapt_weights else 1 for i, moved in zip(members, changed)]
+        if max(counts) <= 1:
+            return update_weights(q, fraction, excluded_rows), [None] * len(members)
+        repeated, crossings = repeat_weight_updates(q.detach().double().cpu().numpy(),
+                                                    w_now.detach().double().cpu().numpy(),
+                                                    excluded_rows.cpu().numpy(), counts, pi)
+        return torch.as_tensor(repeated, dtype=dtype).to(device), crossings
+
+    def stop_within_last_step(i: int, q_end: torch.Tensor, k: int, w_check: np.ndarray) -> bool:
+        """Algorithm 1, stepping by weight_update_length, would have stopped k of its steps into
+        job i's last step (the repeated updates of w reached pi there, see repeat_weight_updates):
+        stop job i at that point if, there, Q_t >= pi with those weights (and onnxruntime agrees).
+        False, with nothing changed, when it does not (an image changed class later in the step)."""
+        start, length = v[i] - last_step[i], last_length[i]
+        change = 0.0             # where on the step an image first changed class (bisection)
+        if not bool((q_before[i] == q_end).all()):
+            low, high = 0.0, 1.0
+            while (high - low) * length > crossing_resolution:
+                middle = 0.5 * (low + high)
+                if not bool((fractions_at(i, start + middle * last_step[i]) == q_before[i]).all()):
+                    high = middle
+                else:
+                    low = middle
+            change = 0.5 * (low + high)
+        fraction_of_step = change + k * weight_update_length / length
+        if fraction_of_step >= 1.0:
+            return False
+        point = start + fraction_of_step * last_step[i]
+        weights = torch.as_tensor(w_check, dtype=dtype).to(device)
+        q_there = fractions_at(i, point)
+        fraction = float((weights * q_there).sum())
+        if fraction < pi:
+            return False
+        if confirm is not None and not bool(confirm([jobs[i].target], point[None].cpu().numpy(),
+                                                    weights[None].cpu().numpy())[0]):
+            return False
+        v[i] = point
+        last_step[i] = fraction_of_step * last_step[i]
+        last_length[i] = fraction_of_step * last_length[i]
+        w[i] = weights
+        finish(i, q_there, fraction, STATUS_CONVERGED)
+        return True
 
     def advance(i: int, q: torch.Tensor, grad_by_source: torch.Tensor) -> None:
         """Lines 5-12 for job i at v(tau+1), then line 4 of the next iteration: the path of a job
@@ -250,8 +349,11 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 finish(i, q, fraction, STATUS_MAX_ITERATIONS)
                 return
             if jobs[i].adapt_weights:
-                updated = update_weights(q[None], torch.as_tensor([fraction], device=device, dtype=dtype),
-                                         excluded[i][None])[0]
+                updated, (crossing,) = next_weights([i], q[None], torch.as_tensor([fraction], device=device,
+                                                                                  dtype=dtype), w[i][None], excluded[i][None])
+                updated = updated[0]
+                if crossing is not None and stop_within_last_step(i, q, *crossing):
+                    return
                 if adaptive_step is not None:
                     control_step(i, float(torch.linalg.vector_norm(updated - w[i], ord=1)), fraction)
                 w[i] = updated
@@ -266,6 +368,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             length = max(delta, relative_step * float(torch.linalg.vector_norm(v[i])))
         last_step[i] = length * gradient / norm                           # eq. (5)
         last_length[i] = length
+        update_span[i] = length
+        q_before[i] = q
         v[i] = v[i] + last_step[i]
         iterations[i] += 1
 
@@ -321,10 +425,11 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         w_now = w[index]
         fraction = (w_now * q).sum(dim=1)                                  # Q_t(v(tau+1), w(tau))
         adapting = [jobs[i].adapt_weights for i in members]
+        crossings = [None] * a
         if first_iteration or not any(adapting):
             w_next = w_now
         else:
-            w_next = update_weights(q, fraction, excluded[index])           # eqs. (7)-(8)
+            w_next, crossings = next_weights(members, q, fraction, w_now, excluded[index])   # eqs. (7)-(8)
             if not all(adapting):
                 w_next = torch.where(adapts[index][:, None], w_next, w_now)
         per_class = torch.nn.functional.pad(w_next * inv_counts, (0, 1))  # column K: padding slots
@@ -350,6 +455,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 by_class = torch.zeros((K + 1,) + pixel_shape, device=device, dtype=dtype)
                 advance(i, q[p], by_class.index_add_(0, source_of_slot[p], grads[p])[:K])
                 continue
+            if crossings[p] is not None and stop_within_last_step(i, q[p], *crossings[p]):
+                continue
             if not first_iteration and jobs[i].adapt_weights and adaptive_step is not None:
                 control_step(i, on_host[2, p], f)
                 length = step_length[i]
@@ -362,6 +469,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             moving.append(p)
             scale.append(length / g)
             last_length[i] = length
+            update_span[i] = length
             iterations[i] += 1
         if not moving:
             return
@@ -373,6 +481,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             v_now, w_next, gradient = v_now[where], w_next[where], gradient[where]
         last = scale * gradient                                             # eq. (5)
         w[index] = w_next
+        q_before[index] = q if len(moving) == a else q[where]
         last_step[index] = last
         v[index] = v_now + last
 

@@ -181,7 +181,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
             batch_images=config.batch_images, confirm=check.confirm,
             max_rejected_iterations=config.verify_extra_iterations,
             crossing_resolution=config.crossing_resolution, relative_step=config.relative_step,
-            adaptive_step=config.largest_step, cuda_graphs=config.cuda_graphs,
+            adaptive_step=config.largest_step, weight_update_length=config.adaptive_weight_update_length,
+            cuda_graphs=config.cuda_graphs,
             notice=lambda message: (refusals.append(message), say("estimate", message)), **common)
     lap("estimate")
     if device.type == "cuda":

@@ -122,7 +122,7 @@ def test_baseline_methods_find_the_planted_backdoor(backdoored_case, tmp_path, m
 def test_exact_mode_gives_the_same_norms_as_the_batched_engine(backdoored_case, tmp_path):
     model, data = backdoored_case
     reports = []
-    for extra in (["--fixed-step"], ["--exact"], []):
+    for extra in (["--fixed-step"], ["--exact"], ["--weight-update-length", "0.01"]):
         path = tmp_path / f"r{len(reports)}.json"
         _scan(model, "--data", data, *FAST_OPTIONS, "--json", path, *extra)
         reports.append(json.loads(path.read_text()))

@@ -35,3 +35,12 @@ def test_other_schedules_need_no_extra_field(fields, schedule):
 def test_contradictory_schedules_are_refused(fields):
     with pytest.raises(ConfigError, match="invalid scan parameter"):
         ScanConfig(**fields)
+
+
+def test_weight_update_length_applies_to_the_default_schedule_only():
+    assert ScanConfig().adaptive_weight_update_length == 1e-4
+    assert ScanConfig(fixed_step=True).adaptive_weight_update_length is None
+    assert ScanConfig(exact=True).adaptive_weight_update_length is None
+    assert ScanConfig(method="ured").adaptive_weight_update_length is None
+    with pytest.raises(ConfigError):
+        ScanConfig(weight_update_length=0.0)

@@ -6,7 +6,7 @@ import torch
 
 import converters
 from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
-from scanner.lred import Job, estimate_patterns
+from scanner.lred import Job, estimate_patterns, repeat_weight_updates, update_weights
 from scanner.lred_reference import estimate_pattern_exact
 
 SETTINGS = dict(pi=0.9, delta=0.02, max_iterations=400)
@@ -168,3 +168,51 @@ def test_jobs_batched_together_match_each_job_alone(problem):
         assert joint.iterations == alone.iterations
         np.testing.assert_allclose(joint.pattern, alone.pattern, atol=1e-5)
         np.testing.assert_allclose(joint.source_weights, alone.source_weights, atol=1e-5)
+
+
+def test_repeated_weight_updates_are_successive_updates_of_eqs_7_8():
+    q = np.array([[0.0, 0.5, 0.125, 1.0, 0.75], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    excluded = np.zeros_like(q, dtype=bool)
+    excluded[:, 0] = True                                         # the target
+    w0 = np.where(excluded, 0.0, 0.25)
+    once, _ = repeat_weight_updates(q, w0, excluded, [1, 1], pi=0.99)
+    expected = update_weights(torch.tensor(q), torch.tensor((w0 * q).sum(axis=1)), torch.tensor(excluded))
+    np.testing.assert_allclose(once, expected.numpy(), atol=1e-12)
+    twice, _ = repeat_weight_updates(q, once, excluded, [1, 1], pi=0.99)
+    both, _ = repeat_weight_updates(q, w0, excluded, [2, 2], pi=0.99)
+    np.testing.assert_allclose(both, twice, atol=1e-12)
+    np.testing.assert_allclose(both[1], w0[1])                    # Q_t = 0: w(0) (line 12)
+    # many updates reach the fixed point, where one more changes nothing
+    settled, _ = repeat_weight_updates(q, w0, excluded, [10000, 1], pi=0.99)
+    again, _ = repeat_weight_updates(q, settled, excluded, [1, 1], pi=0.99)
+    np.testing.assert_allclose(again[0], settled[0], atol=1e-9)
+
+
+def test_repeated_weight_updates_report_where_algorithm_1_would_stop():
+    # w concentrates on class 3 (q = 1), so Q_t climbs from 0.59 towards 1 with the updates alone
+    q = np.array([[0.0, 0.5, 0.125, 1.0, 0.75]])
+    excluded = np.array([[True, False, False, False, False]])
+    w0 = np.array([[0.0, 0.25, 0.25, 0.25, 0.25]])
+    _, (crossing,) = repeat_weight_updates(q, w0, excluded, [50], pi=0.9)
+    k, w_check = crossing                     # step k checks Q_t with w after k - 1 updates
+    assert k >= 3 and (w_check * q).sum() >= 0.9
+    np.testing.assert_allclose(repeat_weight_updates(q, w0, excluded, [k - 1], pi=0.9)[0][0], w_check)
+    before, _ = repeat_weight_updates(q, w0, excluded, [k - 2], pi=0.9)
+    assert (before * q).sum() < 0.9                               # step k - 1 did not stop
+    _, (none,) = repeat_weight_updates(q, w0, excluded, [k - 1], pi=0.9)
+    assert none is None                                           # too few updates to get there
+
+
+def test_weight_update_length_brings_the_default_schedule_to_the_fixed_step(problem):
+    # with long steps, w lags behind what Algorithm 1's many short steps do to it; updating w
+    # once per weight_update_length of path removes that lag
+    classifier, pixels, labels = problem
+    settings = dict(pi=0.9, delta=1e-3, max_iterations=5000, batch_images=4096)
+    fixed = [e.pattern_norm for e in estimate_patterns(classifier, pixels, labels, 5, **settings)]
+    lagging = [e.pattern_norm for e in estimate_patterns(classifier, pixels, labels, 5, adaptive_step=2e-2,
+                                                         **settings)]
+    updated = [e.pattern_norm for e in estimate_patterns(classifier, pixels, labels, 5, adaptive_step=2e-2,
+                                                         weight_update_length=1e-3, **settings)]
+    error = lambda norms: np.abs(np.array(norms) / np.array(fixed) - 1).mean()
+    # measured: mean |relative difference| 1.6% without, 0.11% with
+    assert error(updated) < 0.005 and error(updated) < 0.3 * error(lagging)
