@@ -20,7 +20,9 @@ reads cost several times the forward/backward itself (docs/benchmarks.md, "On a 
 Step length (each option measured in docs/benchmarks.md and README "Step schedule"):
 ``adaptive_step`` (the scan's default: a per-target step controlled by how much w moved, below),
 ``relative_step`` (step proportional to ||v||), ``crossing_resolution`` (bisect the step that
-crosses pi).
+crosses pi). With ``adaptive_step``, ``weight_update_length`` (the scan's default: the paper's
+delta) keeps the number of updates of w per unit of path what Algorithm 1 with that step does:
+w, not only v, moves with each of its steps, so longer steps alone would leave w behind.
 """
 from __future__ import annotations
 
@@ -201,7 +203,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     first_rejection: list[int | None] = [None] * n
     misclassified = [False] * n             # Q_t > 0 seen at some point of the job's path
     # path length the next update of w stands for (weight_update_length): the last step's, or
-    # less after a step was cut back to the point where an image first changed class
+    # the bisection bracket after a step was cut back to the first misclassified point
     update_span = [0.0] * n
     q_before = torch.zeros((n, K), device=device, dtype=dtype)   # q_st where the job's last step began
     results: dict[int, PatternEstimate] = {}
@@ -265,13 +267,17 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         last_length[i] = high * length
         v[i] = start + last_step[i]
         step_length[i] = delta
-        # the first misclassified point lies within the last bisection bracket: half of it on average
-        update_span[i] = 0.5 * min(crossing_resolution, last_length[i])
+        # the first misclassified point lies within the last bisection bracket (at most the
+        # crossing resolution long); next_weights counts half of it, as for any step on which an
+        # image changed class
+        update_span[i] = min(crossing_resolution, last_length[i])
 
     def next_weights(members: list[int], q: torch.Tensor, fraction: torch.Tensor, w_now: torch.Tensor,
-                     excluded_rows: torch.Tensor) -> torch.Tensor:
+                     excluded_rows: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, np.ndarray] | None]]:
         """w(tau+1) by eqs. (7)-(8) for the jobs ``members`` at v(tau+1): once, or with
-        ``weight_update_length`` as many times as Algorithm 1 would over the path just taken."""
+        ``weight_update_length`` as many times as Algorithm 1 would over the path just taken;
+        and, per job, where those updates would have stopped Algorithm 1 inside the step (see
+        repeat_weight_updates; None when they would not have)."""
         if weight_update_length is None:
             return update_weights(q, fraction, excluded_rows), [None] * len(members)
         # where an image changed class during the step, the q_st of its end held for half of it
