@@ -7,6 +7,7 @@ the engine is timed twice: plain eager passes, and passes replayed as CUDA graph
 the last column, the raw pass itself replayed as a CUDA graph, is the floor for both.
 
     python benchmarks/iteration_cost.py [MODEL.onnx ...] [--data DIR] [--n 8] [--iterations 20]
+        [--default-order] [--default-schedule]
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def raw_pass(scores_of, x_rows: torch.Tensor, target_of_row: torch.Tensor):
 
 
 def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch.device,
-            channels_last: bool = True) -> dict:
+            channels_last: bool = True, default_schedule: bool = False) -> dict:
     classifier, x, y, num_classes = prepare(model_path, data, n, device, channels_last=channels_last)
     x_rows, target_of_row = iteration_rows(x, y, num_classes, device)
     raw_step = raw_pass(classifier.scores, x_rows, target_of_row)
@@ -111,11 +112,17 @@ def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch
             notices.append(f"the raw pass could not be captured: {str(exc).splitlines()[0]}")
     # pi close to 1 keeps every target active for all iterations; the first of the
     # iterations + 1 forward/backward passes has no stopping check
+    # --default-schedule: the scan's weight-controlled steps (delta to largest_step) with its
+    # repeated updates of w (weight_update_length), the most bookkeeping an iteration does
+    config = ScanConfig()
+    schedule = dict(delta=config.delta, adaptive_step=config.largest_step,
+                    weight_update_length=config.adaptive_weight_update_length) if default_schedule \
+        else dict(delta=1e-4)
     engine = {}
     for graphs in ([False, True] if device.type == "cuda" else [False]):
         start = time.perf_counter()
-        estimate_patterns(classifier, x, y, num_classes, pi=0.99999, delta=1e-4, max_iterations=iterations,
-                          batch_images=ScanConfig().batch_images, cuda_graphs=graphs, notice=notices.append)
+        estimate_patterns(classifier, x, y, num_classes, pi=0.99999, max_iterations=iterations,
+                          batch_images=config.batch_images, cuda_graphs=graphs, notice=notices.append, **schedule)
         synchronize()
         engine[graphs] = (time.perf_counter() - start) / (iterations + 1)
     name = model_path.parent.name if model_path.name == "model.onnx" else model_path.name   # zoo layout
@@ -136,6 +143,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--default-order", action="store_true",
                         help="keep the module's weights in the default memory order (no channels-last on the CPU)")
+    parser.add_argument("--default-schedule", action="store_true",
+                        help="engine with the scan's step schedule and repeated weight updates (default: fixed delta 1e-4)")
     args = parser.parse_args()
     device = select_device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, N = {args.n}\n")
@@ -144,7 +153,7 @@ def main() -> None:
           + (" engine with CUDA graphs (ms) | ratio | raw pass as a CUDA graph (ms) |" if cuda else ""))
     print("|---|---|---|---|---|" + ("---|---|---|" if cuda else ""))
     for path in args.models:
-        r = measure(path, args.data, args.n, args.iterations, device, not args.default_order)
+        r = measure(path, args.data, args.n, args.iterations, device, not args.default_order, args.default_schedule)
         print(f"| {r['model']} | {r['rows']} | {r['raw_ms']:.2f} | {r['engine_ms']:.2f} | {r['ratio']:.2f} |"
               + (f" {r['graphed_ms']:.2f} | {r['graphed_ratio']:.2f} | {r['raw_graphed_ms']:.2f} |" if cuda else ""))
         for message in r["notices"]:
