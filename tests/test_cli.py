@@ -132,6 +132,7 @@ def test_exact_mode_gives_the_same_norms_as_the_batched_engine(backdoored_case, 
     assert reports[2]["target_class"] == reports[1]["target_class"]
     assert [r["config"]["step_schedule"] for r in reports] == ["fixed", "fixed", "adaptive"]
     assert reports[2]["config"]["largest_step"] == 0.02 and reports[1]["config"]["largest_step"] is None
+    assert reports[2]["config"]["weight_update_length"] == 0.01   # as the exact run's delta
     np.testing.assert_allclose(adaptive, exact, rtol=0.1)    # the default schedule: lengths between delta and 2e-2
 
 
