@@ -178,7 +178,8 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
     try:
         config = ScanConfig(method=method, exact=exact, crossing_resolution=crossing_resolution,
                             relative_step=relative_step, adaptive_step=adaptive_step, fixed_step=fixed_step,
-                            weight_update_length=weight_update_length, images_per_class=images_per_class, seed=seed, pi=pi, delta=delta,
+                            weight_update_length=weight_update_length, images_per_class=images_per_class,
+                            seed=seed, pi=pi, delta=delta,
                             max_iterations=max_iterations, alpha=alpha, p_value_basis=p_value_basis,
                             layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,

@@ -298,6 +298,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         stop job i at that point if, there, Q_t >= pi with those weights (and onnxruntime agrees).
         False, with nothing changed, when it does not (an image changed class later in the step)."""
         start, length = v[i] - last_step[i], last_length[i]
+        if length <= 0.0:
+            return False
         change = 0.0             # where on the step an image first changed class (bisection)
         if not bool((q_before[i] == q_end).all()):
             low, high = 0.0, 1.0
