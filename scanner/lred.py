@@ -226,25 +226,27 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                 q.index_add_(0, y_all[idx], (predicted == jobs[i].target).to(dtype))
         return q * inv_counts
 
-    def bisect_last_step(i: int, length: float, reached) -> tuple[float, torch.Tensor | None]:
+    def bisect_last_step(i: int, length: float, reached) -> tuple[float, float, torch.Tensor | None]:
         """Shortest fraction of job i's last step (of the given length) whose point still
-        satisfies ``reached(Q_t there)``, to within the crossing resolution (bisection, no
-        gradients): (that fraction, q_st there, or None when no midpoint was tried)."""
+        satisfies ``reached(q_st there)``, to within the crossing resolution (bisection, no
+        gradients): (the bracket's low and high fractions, q_st at high, or None when no
+        midpoint was tried)."""
         start, step = v[i] - last_step[i], last_step[i]
         low, high = 0.0, 1.0
         q_high = None
         while (high - low) * length > crossing_resolution:
             middle = 0.5 * (low + high)
             q_mid = fractions_at(i, start + middle * step)
-            if reached(float((w[i] * q_mid).sum())):
+            if reached(q_mid):
                 high, q_high = middle, q_mid
             else:
                 low = middle
-        return high, q_high
+        return low, high, q_high
 
     def refine_crossing(i: int) -> torch.Tensor:
         """Shortest fraction of the last step that still reaches pi (bisection); returns q there."""
-        high, q_high = bisect_last_step(i, float(torch.linalg.vector_norm(last_step[i])), lambda f: f >= pi)
+        _, high, q_high = bisect_last_step(i, float(torch.linalg.vector_norm(last_step[i])),
+                                           lambda q: float((w[i] * q).sum()) >= pi)
         if q_high is not None:
             v[i] = v[i] - last_step[i] + high * last_step[i]
         return q_high
@@ -261,7 +263,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         shortest fraction of that step (to within the crossing resolution) where Q_t(v, w(0)) > 0
         and restart the step at delta. The next pass evaluates q and the gradient there."""
         length = last_length[i]
-        high, _ = bisect_last_step(i, length, lambda f: f > 0)
+        _, high, _ = bisect_last_step(i, length, lambda q: float((w[i] * q).sum()) > 0)
         start = v[i] - last_step[i]
         last_step[i] = high * last_step[i]
         last_length[i] = high * length
@@ -302,13 +304,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
             return False
         change = 0.0             # where on the step an image first changed class (bisection)
         if not bool((q_before[i] == q_end).all()):
-            low, high = 0.0, 1.0
-            while (high - low) * length > crossing_resolution:
-                middle = 0.5 * (low + high)
-                if not bool((fractions_at(i, start + middle * last_step[i]) == q_before[i]).all()):
-                    high = middle
-                else:
-                    low = middle
+            low, high, _ = bisect_last_step(i, length, lambda q: not bool((q == q_before[i]).all()))
             change = 0.5 * (low + high)
         fraction_of_step = change + k * weight_update_length / length
         if fraction_of_step >= 1.0:
