@@ -21,16 +21,15 @@ amplitude (8-bit levels, capped at 255) to ask how strong the same pattern must 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run
 import zoo
 
 SELECTED = re.compile(r"^x\[(\d+)\]$")
@@ -55,10 +54,7 @@ def planted_fractions(model_dir: Path, truth: dict, indices: np.ndarray, num_cla
     pattern = dict(truth["pattern"])
     pattern["amplitude_levels"] = min(255, round(pattern["amplitude_levels"] * amplitude_factor))
     levels = zoo.pattern_levels(pattern)
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    poisoned = zoo.embed(x, levels).astype(np.float32)[:, None] / 255.0
-    predicted = session.run(None, {name: poisoned})[0].argmax(axis=1)
+    predicted = zoo.onnx_predict(model_dir / "model.onnx", zoo.embed(x, levels))
     target = truth["target_class"]
     fractions = np.full(num_classes, np.nan)
     for c in range(num_classes):
@@ -72,19 +68,15 @@ def main() -> int:
     parser.add_argument("--zoo", type=Path, required=True)
     parser.add_argument("--results", type=Path, required=True, help="a setting folder of run.py: <model>/<method>.json")
     parser.add_argument("--method", default="lred8")
-    parser.add_argument("--subset", nargs="*", default=None, help="model name patterns (fnmatch)")
+    parser.add_argument("--subset", nargs="*", default=None, help="model names or fnmatch patterns")
     parser.add_argument("--amplitude-factor", type=float, default=1.0,
                         help="scale the planted amplitude (default 1: the pattern as trained)")
     args = parser.parse_args()
 
-    manifest = json.loads((args.zoo / "manifest.json").read_text())
     rows = []
-    for entry in manifest["models"]:
-        name = entry["name"]
-        truth = entry.get("ground_truth")
-        if truth is None or not entry.get("attack_took", False):
-            continue
-        if args.subset and not any(fnmatch.fnmatch(name, p) for p in args.subset):
+    for entry in run.zoo_models(args.zoo, args.subset):
+        name, truth = entry["name"], entry["ground_truth"]
+        if truth is None:  # a clean model: no planted pattern
             continue
         report_path = args.results / name / f"{args.method}.json"
         if not report_path.exists():
