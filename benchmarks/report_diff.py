@@ -50,7 +50,8 @@ SCANS = [
 
 # fields that legitimately differ between two runs of the same code
 IGNORED = {"timing", "seconds", "versions", "resources", "peak_rss_bytes", "peak_cuda_bytes", "report_path",
-           "started", "finished", "audit", "host", "elapsed_seconds"}
+           "started", "finished", "audit", "host", "elapsed_seconds",
+           "path", "source"}   # where the model and data lie (a clone elsewhere gives the same results)
 
 
 def run(out: Path, only: list[str]) -> int:
