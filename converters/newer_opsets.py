@@ -1,9 +1,10 @@
 """Extra onnx2torch converters for newer versions of ops whose meaning did not change.
 
-onnx2torch registers most converters only up to opsets 13-17, while torch's dynamo exporter
-writes opset 18+ (PITFALLS.md). For the ops below the newer versions only add element types
-(bfloat16, float8, int4) or an option this module refuses explicitly, so the converter of the
-newest version onnx2torch knows serves them too. Registered in onnx2torch's own registry at
+onnx2torch 1.5.15 registers most converters only up to opsets 13-17 (its ``node_converters``
+registry; "Converter is not implemented" for newer versions, e.g. onnx2torch PR #251), while
+torch's dynamo exporter writes opset 18+. For the ops below the newer versions only add element
+types (bfloat16, float8, int4) or an option this module refuses explicitly, so the converter of
+the newest version onnx2torch knows serves them too. Registered in onnx2torch's own registry at
 import; `onnx.version_converter` cannot be used instead where it lacks a down-adapter (Pad).
 """
 from __future__ import annotations
