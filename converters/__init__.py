@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import onnx
 import torch
 
-from scanner.errors import ConversionError, UnsupportedOperatorError
+from .errors import ConversionError, UnsupportedOperatorError
 
 from . import (  # noqa: F401  (importing them registers extra converters with onnx2torch)
     constant_pads,
