@@ -128,6 +128,14 @@ def test_importing_converters_in_a_fresh_interpreter_does_not_import_scanner():
     assert _fresh(code) == "[]"
 
 
+def test_every_module_of_both_packages_comes_from_this_checkout():
+    # an editable install elsewhere can serve a module that was moved or deleted here
+    code = ("import sys, converters.support_table, scanner.cli, scanner.pipeline\n"
+            "print(sorted(n for n, m in sys.modules.items() if n.split('.')[0] in ('converters', 'scanner')\n"
+            f"             and not (getattr(m, '__file__', '') or '').startswith({str(ROOT)!r})))")
+    assert _fresh(code) == "[]"
+
+
 def test_scanner_imports_in_a_fresh_interpreter_and_shares_the_error_classes():
     code = ("from scanner import scan, ScanConfig, LredError\n"
             "import converters.errors, scanner.errors\n"

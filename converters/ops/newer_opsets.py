@@ -29,16 +29,16 @@ def _pad_guard(node: OnnxNode) -> None:
 
 # op type -> (version whose onnx2torch converter is reused, extra check or None, what changed since)
 SAME_SEMANTICS: dict[str, tuple[int, Callable[[OnnxNode], None] | None, str]] = {
-    "Reshape": (14, None, "19+: more element types (allowzero: see passes/reshape_allowzero.py)"),
-    "Pad": (13, _pad_guard, "18: optional axes input; 19: 'wrap' mode (both refused by node name)"),
-    "Cast": (13, None, "19+: 'saturate', which only affects float8 targets"),
-    "Flatten": (13, None, "21+: more element types"),
-    "Identity": (16, None, "19+: more element types"),
-    "Conv": (11, None, "22: more element types"),
-    "MaxPool": (12, None, "22: more element types"),
-    "AveragePool": (19, None, "22: more element types"),
-    "ConstantOfShape": (9, None, "20+: more element types"),
-    "Equal": (13, None, "19: string inputs"),
+    "Reshape": (14, None, "19+ add element types (allowzero: passes/reshape_allowzero.py)"),
+    "Pad": (13, _pad_guard, "18 adds an axes input, 19 'wrap' mode: both refused by node name"),
+    "Cast": (13, None, "19+ add 'saturate', which only affects float8 targets"),
+    "Flatten": (13, None, "21+ add element types"),
+    "Identity": (16, None, "19+ add element types"),
+    "Conv": (11, None, "22 adds element types"),
+    "MaxPool": (12, None, "22 adds element types"),
+    "AveragePool": (19, None, "22 adds element types"),
+    "ConstantOfShape": (9, None, "20+ add element types"),
+    "Equal": (13, None, "19 adds string inputs"),
 }
 
 
@@ -70,7 +70,7 @@ def register() -> None:
         versions = tuple(_newer_versions(op_type, base))
         if versions:
             registry.add(op_type, versions, _make_converter(op_type, base, guard),
-                         f"onnx2torch's {op_type} {base} serves it ({change})")
+                         f"onnx2torch's {op_type} {base} serves it: {change}")
 
 
 register()
