@@ -16,10 +16,15 @@ converters.support_table`` prints :data:`ENTRIES` as Markdown.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, get_converter
+from onnx2torch.node_converters.registry import (
+    _CONVERTER_REGISTRY,
+    OperationDescription,
+    get_converter,
+)
 from onnx2torch.node_converters.slice import _get_slices
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode

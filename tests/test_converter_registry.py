@@ -84,10 +84,10 @@ def test_only_the_registry_module_touches_onnx2torch_private_names():
         if path.name == "registry.py" and path.parent.name == "converters":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("onnx2torch"):
-                if node.module == "onnx2torch.node_converters.registry" or any(
-                        alias.name.startswith("_") for alias in node.names):
-                    offenders.append(f"{path.relative_to(ROOT)}: from {node.module} import "
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("onnx2torch") and (
+                    node.module == "onnx2torch.node_converters.registry"
+                    or any(alias.name.startswith("_") for alias in node.names)):
+                offenders.append(f"{path.relative_to(ROOT)}: from {node.module} import "
                                      + ", ".join(alias.name for alias in node.names))
     assert offenders == []
 

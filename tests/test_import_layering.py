@@ -36,6 +36,20 @@ def _import_time_statements(body: list[ast.stmt]):
                 yield from _import_time_statements(getattr(node, field, []) or [])
 
 
+def _depend(edges: set[str], modules: dict[str, Path], ancestors: set[str], target: str,
+            names: tuple[str, ...] = ()) -> None:
+    """Add the modules that importing ``target`` (``from target import names``) runs first."""
+    parts = target.split(".")
+    for i in range(1, len(parts)):
+        prefix = ".".join(parts[:i])
+        if prefix in modules and prefix not in ancestors:
+            edges.add(prefix)
+    submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
+    edges.update(submodules)
+    if target in modules and (len(submodules) < len(names) or target not in ancestors):
+        edges.add(target)
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> modules of the two packages it imports at import time.
 
@@ -52,27 +66,16 @@ def import_graph() -> dict[str, set[str]]:
             {name} if is_package else set())
         edges = graph.setdefault(name, set())
 
-        def depend(target: str, names: tuple[str, ...] = ()) -> None:
-            parts = target.split(".")
-            for i in range(1, len(parts)):
-                prefix = ".".join(parts[:i])
-                if prefix in modules and prefix not in ancestors:
-                    edges.add(prefix)
-            submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
-            edges.update(submodules)
-            if target in modules and (len(submodules) < len(names) or target not in ancestors):
-                edges.add(target)
-
         for node in _import_time_statements(ast.parse(path.read_text()).body):
             if isinstance(node, ast.Import):
                 for alias in node.names:
-                    depend(alias.name)
+                    _depend(edges, modules, ancestors, alias.name)
             else:
                 base = node.module or ""
                 if node.level:
                     anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
-                depend(base, tuple(alias.name for alias in node.names))
+                _depend(edges, modules, ancestors, base, tuple(alias.name for alias in node.names))
         edges.discard(name)
     return graph
 

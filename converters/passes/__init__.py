@@ -7,8 +7,8 @@ or None. ``converters.to_torch`` runs them in this order, then onnx2torch.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import onnx
 
