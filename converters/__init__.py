@@ -1,24 +1,17 @@
-"""ONNX -> differentiable torch module, through a fixed sequence of graph passes and onnx2torch.
+"""ONNX -> differentiable torch module: graph passes, then onnx2torch with our converters.
 
-Extra op converters for newer opsets are registered with onnx2torch by ``newer_opsets``;
-``slice_tuple`` replaces onnx2torch's Slice (list indexing, deprecated by torch);
-``constant_reshape`` and ``constant_pads`` its Reshape and Pad where the target or pads are
-constant (no read back to the host).
+Layout (lower layer: imports nothing from ``scanner``):
 
-Passes, in order (each one small module):
-  subgraph.keep_score_path   drop side outputs (labels, ZipMap, auxiliary heads)
-  float32.widen_float16      a float16 graph becomes its float32 twin (weights, constants, Casts)
-  constant_aliases.read_weights_directly   weights read through Identity nodes are read directly
-  reshape_allowzero.drop_reshape_allowzero   Reshape allowzero=1 (dynamo exporter) where it is moot
-  static_batch.free_batch_dimension   a batch size baked into the input and Reshapes becomes free
-  explicit_padding.make_padding_explicit   auto_pad SAME_* and asymmetric AveragePool pads made explicit
-  opset.convertible_opset    move to an opset onnx2torch covers, when it does not cover the model's
-  fold_constants.fold_constants   bookkeeping on constants only (TorchScript's F.pad pads) computed once
-  shape_targets.fold_shape_targets   Reshape targets computed from shapes (Flatten of Keras, x.view(x.size(0), -1)) made constant
-  observed_ranks.record_observed_ranks   ranks of shapeless tensors, from one reference evaluation
+* ``ops/``      op converters, registered with onnx2torch through ``registry`` (the only module
+                that touches onnx2torch's private registry); ``python -m converters.support_table``
+                prints what they add, override and wrap;
+* ``passes/``   ONNX graph rewrites, run in the order of ``passes.PASSES``;
+* ``errors``    the conversion branch of the error tree (drawn whole in ``scanner/errors.py``);
+* ``support``, ``diagnose``   which nodes have no converter, and which node a converter refuses;
+* ``fixed_batch``   evaluating a graph that bakes its batch size in, a fixed batch at a time;
+* ``parity``    the gate the scanner runs against onnxruntime before any estimation.
 
-``to_torch`` returns the module with every parameter frozen; ``parity.compare_scores`` is the
-gate that the scanner runs against onnxruntime before any estimation.
+``to_torch`` returns the module with every parameter frozen.
 """
 from __future__ import annotations
 
@@ -28,33 +21,14 @@ from dataclasses import dataclass
 import onnx
 import torch
 
-from scanner.errors import ConversionError, UnsupportedOperatorError
-
-from . import (  # noqa: F401  (importing them registers extra converters with onnx2torch)
-    constant_pads,
-    constant_reshape,
-    gelu,
-    newer_opsets,
-    opset18_ops,
-    pooling,
-    reduce_axes_input,
-    scatter_nd_tuple,
-    slice_tuple,
-    unknown_rank,
-)
-from .constant_aliases import read_weights_directly
+from . import ops  # noqa: F401  (importing it registers our converters with onnx2torch)
 from .diagnose import describe_refusal
-from .explicit_padding import make_padding_explicit
-from .float32 import parity_rtol, widen_float16
-from .fold_constants import fold_constants
+from .errors import ConversionError, UnsupportedOperatorError
 from .fixed_batch import FixedBatchModule, batch_independent, runs_on_batch, vectorizes
-from .observed_ranks import record_observed_ranks
-from .opset import convertible_opset
 from .parity import Parity, compare_scores
-from .reshape_allowzero import drop_reshape_allowzero
-from .shape_targets import fold_shape_targets
-from .static_batch import fixed_batch_size, free_batch_dimension
-from .subgraph import keep_score_path
+from .passes import FREE_BATCH, PASSES, Target, run_passes
+from .passes.float32 import parity_rtol
+from .passes.static_batch import fixed_batch_size
 from .support import UnsupportedNode, unsupported_nodes
 
 __all__ = ["ConvertedModel", "Parity", "UnsupportedNode", "compare_scores", "parity_rtol", "to_torch",
@@ -70,59 +44,32 @@ class ConvertedModel:
 
 
 def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> ConvertedModel:
-    """Convert the path input -> class scores of ``model`` into a frozen torch module."""
-    passes = []
-    graph = keep_score_path(model, input_name, output_name)
-    if graph is not model:
-        passes.append(f"kept only the path to output {output_name!r}")
-    graph, widened = widen_float16(graph)
-    if widened:
-        passes.append("converted the float16 graph to float32 for torch (onnxruntime runs the float16 original)")
-    graph, aliased = read_weights_directly(graph)
-    if aliased:
-        passes.append(f"read {aliased} weight(s) directly instead of through Identity nodes")
-    # before freeing the batch: a Reshape target [1, K] with allowzero=1 is moot, [0, K] is not
-    graph, changed = drop_reshape_allowzero(graph)
-    if changed:
-        passes.append(f"dropped allowzero=1 from {changed} Reshape node(s)")
-    fixed = fixed_batch_size(graph, input_name)
-    freed, reshapes = free_batch_dimension(graph, input_name)
+    """Convert the path input -> class scores of ``model`` into a frozen torch module.
+
+    Runs ``passes.PASSES`` in order, then onnx2torch. When the pass that frees a fixed batch size
+    leaves a graph that does not run on other batch sizes, the passes after it are run again on
+    the graph it received (see ``_batch_fallback``)."""
+    target = Target(input_name, output_name)
+    split = [name for name, _ in PASSES].index(FREE_BATCH)
+    unfreed, passes = run_passes(model, target, PASSES[:split])
+    freed, freeing = run_passes(unfreed, target, PASSES[split:split + 1])
+    passes += freeing
+    freeing_index = len(passes) - 1
+    graph, later = run_passes(freed, target, PASSES[split + 1:])
+    passes += later
+    module = _onnx2torch(graph)
+    fixed = fixed_batch_size(unfreed, input_name)
     if fixed is not None:
-        passes.append(f"freed the fixed batch size {fixed} (input and {reshapes} Reshape target(s))")
-    freeing = len(passes) - 1
-    module = _convert(freed, passes)
-    if fixed is not None:
-        module = _batch_fallback(module, freed, input_name, fixed, passes, original=lambda: _convert(graph, []),
-                                 freeing=freeing)
+        module = _batch_fallback(module, freed, input_name, fixed, passes,
+                                 original=lambda: _onnx2torch(run_passes(unfreed, target, PASSES[split + 1:])[0]),
+                                 freeing=freeing_index)
     return ConvertedModel(module, tuple(passes))
 
 
-def _convert(graph: onnx.ModelProto, passes: list[str]) -> torch.nn.Module:
-    """The remaining passes, then onnx2torch; the module comes back frozen, in eval mode."""
+def _onnx2torch(graph: onnx.ModelProto) -> torch.nn.Module:
+    """onnx2torch on a graph every pass has run on; the module comes back frozen, in eval mode."""
     from onnx2torch import convert
 
-    graph, padded = make_padding_explicit(graph)
-    if padded:
-        passes.append(f"made the padding of {padded} convolution/pooling node(s) explicit")
-    graph, new_opset = convertible_opset(graph)
-    if new_opset is not None:
-        passes.append(f"converted to opset {new_opset}")
-    graph, folded = fold_constants(graph)
-    if folded:
-        passes.append(f"computed {folded} node(s) on constants once, at conversion")
-    graph, targets = fold_shape_targets(graph)
-    if targets:
-        passes.append(f"made {targets} Reshape target(s) computed from shapes constant")
-    missing = unsupported_nodes(graph)
-    if missing:
-        first = missing[0]
-        more = f" (and {len(missing) - 1} more unsupported node(s))" if len(missing) > 1 else ""
-        raise UnsupportedOperatorError(
-            f"no torch converter for {first.describe()}{more}; no opset between 11 and 17 covers it either. "
-            "Re-export the model without this operator, or register a converter in converters/")
-    graph, observed = record_observed_ranks(graph)
-    if observed:
-        passes.append(f"recorded the observed rank of {observed} tensor(s) that shape inference left shapeless")
     try:
         module = convert(graph)
     except NotImplementedError as exc:

@@ -1,4 +1,4 @@
-"""converters/gelu.py: Gelu of opset 20 (torch's dynamo exporter) against onnxruntime."""
+"""converters/ops/gelu.py: Gelu of opset 20 (torch's dynamo exporter) against onnxruntime."""
 import pytest
 from onnx import TensorProto, helper
 from onnx_parity import (

@@ -1,4 +1,4 @@
-"""converters/opset18_ops.py: Split 18, Resize 18/19, Mish 18 and LayerNormalization against onnxruntime."""
+"""converters/ops/opset18_ops.py: Split 18, Resize 18/19, Mish 18 and LayerNormalization against onnxruntime."""
 import numpy as np
 import pytest
 from onnx import TensorProto, helper

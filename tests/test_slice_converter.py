@@ -1,4 +1,4 @@
-"""converters/slice_tuple.py: Slice 10/11/13 against onnxruntime, with no torch indexing warning."""
+"""converters/ops/slice_tuple.py: Slice 10/11/13 against onnxruntime, with no torch indexing warning."""
 import warnings
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""converters/unknown_rank.py: BatchNormalization and GlobalAveragePool after a Reshape whose
+"""converters/ops/unknown_rank.py: BatchNormalization and GlobalAveragePool after a Reshape whose
 output rank shape inference cannot tell (the target shape is a slice with a computed start)."""
 import numpy as np
 import onnx

@@ -12,13 +12,10 @@ from __future__ import annotations
 from typing import Callable
 
 from onnx import defs
-from onnx2torch.node_converters.registry import (
-    _CONVERTER_REGISTRY,
-    add_converter,
-    get_converter,
-)
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
+
+from .. import registry
 
 
 def _pad_guard(node: OnnxNode) -> None:
@@ -31,25 +28,25 @@ def _pad_guard(node: OnnxNode) -> None:
                                   "torch converter")
 
 
-# op type -> (version whose onnx2torch converter is reused, extra check or None)
-SAME_SEMANTICS: dict[str, tuple[int, Callable[[OnnxNode], None] | None]] = {
-    "Reshape": (14, None),      # 19+: more element types (allowzero: see reshape_allowzero.py)
-    "Pad": (13, _pad_guard),    # 18: optional axes input; 19: 'wrap' mode
-    "Cast": (13, None),         # 19+: 'saturate', which only affects float8 targets
-    "Flatten": (13, None),      # 21+: more element types
-    "Identity": (16, None),     # 19+: more element types
-    "Conv": (11, None),         # 22: more element types
-    "MaxPool": (12, None),      # 22: more element types
-    "AveragePool": (19, None),  # 22: more element types
-    "ConstantOfShape": (9, None),   # 20+: more element types
-    "Equal": (13, None),        # 19: string inputs
+# op type -> (version whose onnx2torch converter is reused, extra check or None, what changed since)
+SAME_SEMANTICS: dict[str, tuple[int, Callable[[OnnxNode], None] | None, str]] = {
+    "Reshape": (14, None, "19+ add element types (allowzero: passes/reshape_allowzero.py)"),
+    "Pad": (13, _pad_guard, "18 adds an axes input, 19 'wrap' mode: both refused by node name"),
+    "Cast": (13, None, "19+ add 'saturate', which only affects float8 targets"),
+    "Flatten": (13, None, "21+ add element types"),
+    "Identity": (16, None, "19+ add element types"),
+    "Conv": (11, None, "22 adds element types"),
+    "MaxPool": (12, None, "22 adds element types"),
+    "AveragePool": (19, None, "22 adds element types"),
+    "ConstantOfShape": (9, None, "20+ add element types"),
+    "Equal": (13, None, "19 adds string inputs"),
 }
 
 
 def _newer_versions(op_type: str, base: int) -> list[int]:
     versions = {s.since_version for s in defs.get_all_schemas_with_history()
                 if s.name == op_type and s.domain == ""}
-    registered = {k.version for k in _CONVERTER_REGISTRY if k.operation_type == op_type and k.domain == ""}
+    registered = registry.registered_versions(op_type)
     return sorted(v for v in versions if v > base and v > max(registered, default=0))
 
 
@@ -57,24 +54,24 @@ def _make_converter(op_type: str, base: int, guard: Callable[[OnnxNode], None] |
     def convert_newer_version(node: OnnxNode, graph: OnnxGraph):
         if guard is not None:
             guard(node)
-        return get_converter(operation_type=op_type, version=base)(node, graph)
+        return registry.converter_for(op_type, base)(node, graph)
 
     convert_newer_version.__name__ = f"convert_{op_type.lower()}_newer_opset"
     return convert_newer_version
 
 
-def register() -> list[tuple[str, int]]:
-    """Register the converters (idempotent); returns the (op type, version) pairs added."""
-    added = []
-    for op_type, (base, guard) in SAME_SEMANTICS.items():
+def register() -> None:
+    """Add, for each op above, one converter for its versions newer than any registered, when this
+    onnx2torch has the base converter to reuse."""
+    for op_type, (base, guard, change) in SAME_SEMANTICS.items():
         try:
-            get_converter(operation_type=op_type, version=base)
+            registry.converter_for(op_type, base)
         except NotImplementedError:
             continue  # this onnx2torch lacks the base converter: nothing to reuse
-        for version in _newer_versions(op_type, base):
-            add_converter(operation_type=op_type, version=version)(_make_converter(op_type, base, guard))
-            added.append((op_type, version))
-    return added
+        versions = tuple(_newer_versions(op_type, base))
+        if versions:
+            registry.add(op_type, versions, _make_converter(op_type, base, guard),
+                         f"onnx2torch's {op_type} {base} serves it: {change}")
 
 
-REGISTERED = register()
+register()
