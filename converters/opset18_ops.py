@@ -7,8 +7,8 @@ converts only for fully known shapes.
   With a ``split`` input it is Split 13, reused.
 * Resize 18 and 19 add ``antialias``, ``axes``, ``keep_aspect_ratio_policy`` (18) and the
   ``half_pixel_symmetric`` coordinate mode (19): a node that uses none of them means what
-  Resize 13 means, and onnx2torch's Resize 13 converter serves it; one that does is refused
-  by name. (``onnx.version_converter`` has no down-adapter from 18 for either op.)
+  Resize 13 means, and the exact Resize 13 converter (ops/resize_exact.py) serves it; one that
+  does is refused by name. (``onnx.version_converter`` has no down-adapter from 18 for either op.)
 * Mish 18: x * tanh(softplus(x)).
 * LayerNormalization 17, replacing onnx2torch's: it sizes ``nn.LayerNorm`` from the shape that
   shape inference recorded for the input, and an unknown dimension there (a dynamic token
@@ -28,6 +28,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, onnx_mapping_from_node
 from torch import nn
+
+from .ops.resize_exact import convert_resize_11
 
 
 class SplitEvenly(nn.Module):
@@ -70,7 +72,7 @@ def convert_resize_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
     if used:
         raise NotImplementedError(f"Resize node {node.name!r} uses {', '.join(used)} (opset 18+), which has "
                                   "no torch converter")
-    return get_converter(operation_type="Resize", version=13)(node, graph)
+    return convert_resize_11(node, graph)
 
 
 class Mish(nn.Module):

@@ -13,6 +13,7 @@ from onnx2torch import convert
 from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx_parity import IR_VERSION, onnxruntime_outputs
 
+import converters  # noqa: F401  (registers the opset 18 converters)
 from converters.ops.resize_exact import REGISTRATIONS
 
 ATOL = 1e-5
@@ -117,7 +118,8 @@ def test_resize_10_matches_onnxruntime(exact_converters, mode, target):
 
 
 @pytest.mark.parametrize("opset", [18, 19])
-def test_resize_18_and_19_forward_to_the_exact_converter(exact_converters, opset):
+def test_resize_18_and_19_forward_to_the_exact_converter(opset):
+    # no fixture: converters/opset18_ops.py calls the exact converter itself
     model = resize_model("down-sizes", opset=opset, mode="nearest", coordinate_transformation_mode="half_pixel",
                          nearest_mode="ceil")
     assert max_difference(model) <= ATOL
@@ -163,3 +165,68 @@ def test_resizing_channels_is_refused(exact_converters):
             convert(resize_model("channels", name="odd", mode="nearest"))
     finally:
         del TARGETS["channels"]
+
+
+@pytest.mark.parametrize("shape, values, mode", [
+    ([2, 3, 8], [1, 1, 1.375], "linear"),                    # 1-D: N, C, W
+    ([2, 3, 4, 8, 8], [1, 1, 1.5, 0.625, 1.375], "nearest"),  # 3-D: N, C, D, H, W
+])
+def test_other_ranks_resize_every_spatial_axis(exact_converters, shape, values, mode):
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode=mode, nearest_mode="round_prefer_ceil")
+    x_info = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape[1:]])]
+    model = _model([node], [numpy_helper.from_array(np.array(values, np.float32), "scales")], 13, x_info)
+    x = np.random.default_rng(3).uniform(0, 1, shape).astype(np.float32)
+    inputs = torch.tensor(x, requires_grad=True)
+    result = convert(model)(inputs)
+    np.testing.assert_allclose(result.detach().numpy(), onnxruntime_outputs(model, x), atol=ATOL, rtol=0)
+    (gradient,) = torch.autograd.grad(result.sum(), inputs)
+    assert float(gradient.abs().max()) > 0
+
+
+def dropout_model(opset: int, training_mode=None, mask: bool = False) -> onnx.ModelProto:
+    """A Dropout node (ratio 0.3) on 'x'; ``training_mode``: None (absent), a bool (initializer),
+    'constant-false' (a Constant node) or 'input' (a graph input)."""
+    initializers, nodes, extra_inputs = [], [], []
+    if opset < 12:
+        inputs, attributes = ["x"], {"ratio": 0.3}
+    else:
+        initializers.append(numpy_helper.from_array(np.array(0.3, np.float32), "ratio"))
+        inputs, attributes = ["x", "ratio"], {}
+    if isinstance(training_mode, bool):
+        initializers.append(numpy_helper.from_array(np.array(training_mode), "training"))
+    elif training_mode == "constant-false":
+        nodes.append(helper.make_node("Constant", [], ["training"],
+                                      value=numpy_helper.from_array(np.array(False), "v")))
+    elif training_mode == "input":
+        extra_inputs.append(helper.make_tensor_value_info("training", TensorProto.BOOL, []))
+    if training_mode is not None:
+        inputs.append("training")
+    nodes.append(helper.make_node("Dropout", inputs, ["y", "mask"] if mask else ["y"], name="drop", **attributes))
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    model = _model(nodes, initializers, opset, [x_info, *extra_inputs])
+    if mask:
+        model.graph.output.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, None))
+    return model
+
+
+@pytest.mark.parametrize("opset, training_mode", [(10, None), (12, None), (13, None), (13, False),
+                                                   (13, "constant-false")])
+def test_dropout_at_inference_is_the_identity(exact_converters, opset, training_mode):
+    assert max_difference(dropout_model(opset, training_mode)) == 0
+
+
+def test_dropout_mask_is_all_true(exact_converters):
+    model = dropout_model(13, False, mask=True)
+    x = inputs_in_unit_range()
+    y, mask = convert(model)(torch.from_numpy(x))
+    session = __import__("onnxruntime").InferenceSession(model.SerializeToString(),
+                                                         providers=["CPUExecutionProvider"])
+    y_ref, mask_ref = session.run(["y", "mask"], {"x": x})
+    assert np.array_equal(y.numpy(), y_ref) and np.array_equal(mask.numpy(), mask_ref) and mask_ref.all()
+
+
+@pytest.mark.parametrize("training_mode, named", [(True, "training_mode=True"),
+                                                  ("input", "training_mode='training' computed in the graph")])
+def test_dropout_that_may_train_is_refused(exact_converters, training_mode, named):
+    with pytest.raises(NotImplementedError, match=f"Dropout node 'drop'.*{named}"):
+        convert(dropout_model(13, training_mode))
