@@ -138,13 +138,13 @@ class ExactResize(nn.Module):
         if key not in self._taps:
             self._taps[key] = self._axis_taps(x.shape[axis], length_resized, scale, x.device, x.dtype)
         index, weights = self._taps[key]
-        gathered = x.index_select(axis, index.flatten())
         if weights is None:
-            return gathered
-        taps = index.shape[1]
-        gathered = gathered.unflatten(axis, (length_resized, taps))
-        weights = weights.reshape((length_resized, taps) + (1,) * (x.dim() - axis - 1))
-        return (gathered * weights).sum(dim=axis + 1)
+            return x.index_select(axis, index[:, 0])
+        weights = weights.reshape((length_resized, index.shape[1]) + (1,) * (x.dim() - axis - 1))
+        result = x.index_select(axis, index[:, 0]) * weights[:, 0]
+        for tap in range(1, index.shape[1]):     # a sum of gathers, not a matrix product: an inf or
+            result = result + x.index_select(axis, index[:, tap]) * weights[:, tap]   # NaN stays local
+        return result
 
     def _axis_taps(self, length_original: int, length_resized: int, scale: float, device: torch.device,
                    dtype: torch.dtype) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
