@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (importing them registers the converters)
     opset18_ops,
     pooling,
     reduce_axes_input,
+    resize_exact,
     scatter_nd_tuple,
     slice_tuple,
     unknown_rank,
