@@ -1,7 +1,7 @@
 """converters/gelu.py: Gelu of opset 20 (torch's dynamo exporter) against onnxruntime."""
 import pytest
 from onnx import TensorProto, helper
-from onnx_parity import (
+from tests.onnx_parity import (
     IR_VERSION,
     assert_converts_like_onnxruntime,
     one_node_model,

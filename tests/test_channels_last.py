@@ -2,7 +2,7 @@
 where the module runs and gives the same scores, and then the same patterns."""
 import numpy as np
 import pytest
-import synthetic
+from tests import synthetic
 import torch
 from torch import nn
 

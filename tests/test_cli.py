@@ -4,9 +4,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-import synthetic
+from tests import synthetic
 from click.testing import CliRunner
-from conftest import FAST_OPTIONS
+from tests.conftest import FAST_OPTIONS
 
 from scanner.cli import main
 

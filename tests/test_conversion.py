@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import synthetic
+from tests import synthetic
 import torch
 from onnx import TensorProto, helper
 

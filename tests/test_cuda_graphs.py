@@ -7,7 +7,7 @@ import gc
 
 import numpy as np
 import pytest
-import synthetic
+from tests import synthetic
 import torch
 
 import converters

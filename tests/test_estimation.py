@@ -1,7 +1,7 @@
 """Pattern estimation: the batched engine against Algorithm 1 read literally."""
 import numpy as np
 import pytest
-import synthetic
+from tests import synthetic
 import torch
 
 import converters

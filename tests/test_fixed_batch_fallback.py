@@ -4,7 +4,7 @@ import logging
 import numpy as np
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import IR_VERSION, onnxruntime_outputs
+from tests.onnx_parity import IR_VERSION, onnxruntime_outputs
 
 import converters
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-import synthetic
+from tests import synthetic
 from click.testing import CliRunner
-from test_data import _write_folder
+from tests.test_data import _write_folder
 
 from scanner.cli import main
 from scanner.data import load_clean_images

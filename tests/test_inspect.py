@@ -2,7 +2,7 @@
 import json
 
 import onnx
-import synthetic
+from tests import synthetic
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 

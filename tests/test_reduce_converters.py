@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
+from tests.onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 import converters
 from converters.reduce_axes_input import REDUCTIONS
