@@ -3,6 +3,7 @@ output rank shape inference cannot tell (the target shape is a slice with a comp
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
 from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, seeded
 
 

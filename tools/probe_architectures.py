@@ -25,9 +25,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repository root, for the tests package
-from tests.test_architecture_exports import AssortedOps, TinyViT  # noqa: E402
-
 from scanner.inspection import inspect_model  # noqa: E402
+from tests.test_architecture_exports import AssortedOps, TinyViT  # noqa: E402
 
 
 def architectures() -> dict:
