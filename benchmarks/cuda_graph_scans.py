@@ -1,23 +1,29 @@
 """L-RED estimation with and without CUDA graphs, in turn, in one process (needs a GPU).
 
-For the backdoored sample CNN and the zoo's resnet-clean-s0 (path relative to the repository
-root: .devzoo/, a copy of a zoo built by benchmarks/zoo.py), runs estimate_patterns at the
-scan's defaults four times (eager, graphs, eager, graphs) and prints the estimation time, the
-peak CUDA memory, the ten pattern norms and the memory still allocated after each run.
+For each ``--case MODEL DATA`` (default: the backdoored sample CNN and its clean images), runs
+estimate_patterns at the scan's defaults four times (eager, graphs, eager, graphs) and prints the
+estimation time, the peak CUDA memory, the ten pattern norms and the memory still allocated after
+each run.
 
-    python benchmarks/cuda_graph_scans.py
+    python benchmarks/cuda_graph_scans.py [--case MODEL DATA ...]
 
 The script behind docs/benchmarks.md "CUDA graphs" ("Decisions and norms", "Memory"), as run on
-one H200 at commit cbdbb85.
+one H200 at commit cbdbb85 for the sample CNN and the zoo's resnet-clean-s0 (ZOO: a zoo built by
+benchmarks/zoo.py):
+
+    python benchmarks/cuda_graph_scans.py --case sample_models/fmnist_cnn_backdoored.onnx sample_models/clean_images \
+        --case ZOO/resnet-clean-s0/model.onnx ZOO/resnet-clean-s0/clean.npz
 """
+import argparse
 import gc
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, ".")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 import converters  # noqa: E402
 import scanner.lred as lred  # noqa: E402
 from scanner.config import ScanConfig
@@ -54,11 +60,22 @@ def run(cls, x, y, graphs):
     return time.perf_counter() - t, torch.cuda.max_memory_allocated() / MB, [e.pattern_norm for e in est], [round(torch.cuda.memory_allocated() / MB)]
 
 
-for path, data in [("sample_models/fmnist_cnn_backdoored.onnx", "sample_models/clean_images"),
-                   (".devzoo/resnet-clean-s0/model.onnx", ".devzoo/resnet-clean-s0/clean.npz")]:
-    cls, x, y = setup(path, data)
-    for graphs in [False, True, False, True]:
-        s, peak, norms, captures = run(cls, x, y, graphs)
-        print(path.split("/")[-2 if "devzoo" in path else -1], "graphs" if graphs else "eager ",
-              f"{s:.2f}s peak {peak:.0f} MB", np.round(norms, 4).tolist())
-        print("   allocated after the scan (MB):", captures)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", nargs=2, action="append", metavar=("MODEL", "DATA"),
+                        help="an ONNX model and its clean images (repeatable; default: the backdoored sample CNN)")
+    args = parser.parse_args(argv)
+    root = Path(__file__).resolve().parents[1]
+    cases = args.case or [(str(root / "sample_models/fmnist_cnn_backdoored.onnx"), str(root / "sample_models/clean_images"))]
+    for path, data in cases:
+        cls, x, y = setup(path, data)
+        name = Path(path).parent.name if Path(path).name == "model.onnx" else Path(path).name
+        for graphs in [False, True, False, True]:
+            s, peak, norms, captures = run(cls, x, y, graphs)
+            print(name, "graphs" if graphs else "eager ", f"{s:.2f}s peak {peak:.0f} MB", np.round(norms, 4).tolist())
+            print("   allocated after the scan (MB):", captures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,12 +2,12 @@
 where the module runs and gives the same scores, and then the same patterns."""
 import numpy as np
 import pytest
-import synthetic
 import torch
 from torch import nn
 
 from scanner.estimation import DifferentiableClassifier
 from scanner.lred import estimate_patterns
+from tests import synthetic
 
 CPU = torch.device("cpu")
 

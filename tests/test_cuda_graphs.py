@@ -7,12 +7,12 @@ import gc
 
 import numpy as np
 import pytest
-import synthetic
 import torch
 
 import converters
 from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
 from scanner.lred import estimate_patterns
+from tests import synthetic
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -1,13 +1,13 @@
 """Pattern estimation: the batched engine against Algorithm 1 read literally."""
 import numpy as np
 import pytest
-import synthetic
 import torch
 
 import converters
 from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
 from scanner.lred import Job, estimate_patterns, repeat_weight_updates, update_weights
 from scanner.lred_reference import estimate_pattern_exact
+from tests import synthetic
 
 SETTINGS = dict(pi=0.9, delta=0.02, max_iterations=400)
 

@@ -112,7 +112,7 @@ def test_conv_weights_read_through_identity_nodes_convert_like_onnxruntime():
     from onnx import helper
 
     from converters.passes.constant_aliases import read_weights_directly
-    from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
+    from tests.onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
     rng = np.random.default_rng(0)
     weights = {"w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)}
     before = (helper.make_node("Identity", ["b"], ["b_alias"]), helper.make_node("Identity", ["b_alias"], ["b_alias2"]),
@@ -134,7 +134,7 @@ def test_float16_graph_with_casts_and_constants_converts_like_onnxruntime():
     from onnx import TensorProto, helper, numpy_helper
 
     from converters.passes.float32 import widen_float16
-    from onnx_parity import IR_VERSION, onnxruntime_outputs
+    from tests.onnx_parity import IR_VERSION, onnxruntime_outputs
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.array(0.5, np.float16))),
              helper.make_node("Mul", ["x", "half"], ["scaled"]),

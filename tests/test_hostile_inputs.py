@@ -8,13 +8,13 @@ import json
 import numpy as np
 import onnx
 import pytest
-import synthetic
 from click.testing import CliRunner
-from test_data import _write_folder
 
 from scanner.cli import main
 from scanner.data import load_clean_images
 from scanner.errors import DataError
+from tests import synthetic
+from tests.test_data import _write_folder
 
 
 def test_garbage_model_file_exits_2_with_one_line_error_and_error_json(tmp_path, backdoored_case):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
 
 import converters
 from scanner.errors import UnsupportedOperatorError

@@ -5,11 +5,11 @@ padding="same" through tf2onnx), AveragePool at opsets 19/22, GlobalMaxPool.
 """
 import pytest
 from onnx import helper
-from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 import converters
 from converters.passes.explicit_padding import make_padding_explicit
 from scanner.errors import UnsupportedOperatorError
+from tests.onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 import converters
 from converters.ops.reduce_axes_input import REDUCTIONS
 from scanner.errors import UnsupportedOperatorError
+from tests.onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 
 @pytest.mark.parametrize("op", sorted(REDUCTIONS))

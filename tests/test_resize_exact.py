@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx2torch import convert
 from onnx2torch.node_converters import resize as onnx2torch_resize
 from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
-from onnx_parity import IR_VERSION, onnxruntime_outputs
+from tests.onnx_parity import IR_VERSION, onnxruntime_outputs
 
 import converters  # noqa: F401  (registers the opset 18 converters)
 from converters.ops.resize_exact import convert_dropout, convert_resize_10, convert_resize_11

@@ -11,10 +11,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import IR_VERSION, onnxruntime_outputs, seeded
 from torch import nn
 
 import converters
+from tests.onnx_parity import IR_VERSION, onnxruntime_outputs, seeded
 
 FIXTURES = "tests/fixtures/exported"
 

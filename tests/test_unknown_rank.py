@@ -3,7 +3,8 @@ output rank shape inference cannot tell (the target shape is a slice with a comp
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, seeded
+
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, seeded
 
 
 def _model():
@@ -60,6 +61,6 @@ def test_rank_free_converters_alone_without_the_observed_ranks():
     graph.node.remove(pool)
     next(n for n in graph.node if n.op_type == "GlobalAveragePool").input[0] = "normed"
     x = seeded((2, 3, 5, 5))
-    from onnx_parity import onnxruntime_outputs
+    from tests.onnx_parity import onnxruntime_outputs
     result = convert(model).eval()(torch.tensor(x)).detach().numpy()
     np.testing.assert_allclose(result, onnxruntime_outputs(model, x), atol=1e-4)
