@@ -114,12 +114,12 @@ class ScanConfig:
         or the fixed step delta, or the relative step; each with ``crossing_resolution``.
         (``exact`` runs algorithm1.py, whose step is delta, as the fixed schedule's.)"""
         from .schedules import FixedStep, RelativeStep, WeightControlledStep   # torch only when scanning
-        if self.step_schedule == "relative":
+        if self.relative_step is not None:                 # step_schedule "relative"
             return RelativeStep(self.delta, self.relative_step, self.crossing_resolution)
-        if self.step_schedule == "fixed":
+        largest = self.largest_step
+        if largest is None:                                 # step_schedule "fixed"
             return FixedStep(self.delta, self.crossing_resolution)
-        return WeightControlledStep(self.delta, self.largest_step, self.crossing_resolution,
-                                    self.weight_update_length)
+        return WeightControlledStep(self.delta, largest, self.crossing_resolution, self.weight_update_length)
 
     @property
     def adaptive_weight_update_length(self) -> float | None:

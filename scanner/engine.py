@@ -135,14 +135,14 @@ class Engine:
         if self.schedule.needs_pattern_norm:
             wanted.append(torch.linalg.vector_norm(v_now.flatten(1), dim=1))
         on_host = torch.stack(wanted).cpu().numpy().astype(np.float64)
-        moving, scale = [], []
-        for p, i in enumerate(unit.members):
+        moving, scales = [], []
+        for p in range(len(unit.members)):
             length = self._plan(unit, p, on_host[:, p], q, grads, w_next, crossings[p], first_iteration)
             if length is not None:
                 moving.append(p)
-                scale.append(length / on_host[1, p])
+                scales.append(length / on_host[1, p])
         if moving:
-            self._move(unit, moving, scale, v_now, q, w_next, gradient)
+            self._move(unit, moving, scales, v_now, q, w_next, gradient)
 
     def _next_weights(self, unit: Unit, q: torch.Tensor, fraction: torch.Tensor, w_now: torch.Tensor,
                       first_iteration: bool) -> tuple[torch.Tensor, list[Crossing]]:
@@ -184,11 +184,12 @@ class Engine:
         self.iterations[i] += 1
         return length
 
-    def _move(self, unit: Unit, moving: list[int], scale: list[float], v_now: torch.Tensor, q: torch.Tensor,
+    def _move(self, unit: Unit, moving: list[int], scales: list[float], v_now: torch.Tensor, q: torch.Tensor,
               w_next: torch.Tensor, gradient: torch.Tensor) -> None:
-        """Line 4 (eq. (5)) for the unit's jobs ``moving`` (positions), with w(tau+1)."""
+        """Line 4 (eq. (5)) for the unit's jobs ``moving`` (positions), with w(tau+1); ``scales``
+        their step length / ||grad||."""
         index = unit.index
-        scale = torch.as_tensor(scale, dtype=self.dtype).to(self.device, non_blocking=True).reshape(
+        scale = torch.as_tensor(scales, dtype=self.dtype).to(self.device, non_blocking=True).reshape(
             (-1,) + (1,) * len(self.pixel_shape))
         if len(moving) < len(unit.members):      # some jobs stopped: move the others only
             where = torch.as_tensor(moving, device=self.device)
@@ -246,9 +247,10 @@ class Engine:
             self.finish(i, q, fraction, STATUS_CONVERGED)
             return None
         self.rejections[i] += 1
-        if self.first_rejection[i] is None:
-            self.first_rejection[i] = self.iterations[i]
-        if self.iterations[i] - self.first_rejection[i] >= self.max_rejected_iterations:
+        first = self.first_rejection[i]
+        if first is None:
+            first = self.first_rejection[i] = self.iterations[i]
+        if self.iterations[i] - first >= self.max_rejected_iterations:
             self.finish(i, q, fraction, STATUS_UNVERIFIED)
             return None
         return q, fraction
@@ -304,10 +306,12 @@ class Engine:
         satisfies ``reached(q_st there)``, to within the schedule's crossing resolution
         (bisection, no gradients): (the bracket's low and high fractions, q_st at high, or None
         when no midpoint was tried)."""
+        resolution = self.schedule.crossing_resolution
+        assert resolution is not None, "bisection needs the schedule's crossing_resolution"
         start, step = self.v[i] - self.last_step[i], self.last_step[i]
         low, high = 0.0, 1.0
         q_high = None
-        while (high - low) * length > self.schedule.crossing_resolution:
+        while (high - low) * length > resolution:
             middle = 0.5 * (low + high)
             q_mid = self.fractions_at(i, start + middle * step)
             if reached(q_mid):

@@ -8,7 +8,8 @@ therefore bounded by the chunk.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
@@ -22,7 +23,8 @@ from .weights import Job
 Pass = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class Unit(NamedTuple):
+@dataclass(frozen=True)
+class Unit:
     """Jobs ``members``, their ``index`` into the engine's stacked state (a slice for a run of
     consecutive jobs: a view, no gather or scatter), their ``passes``, and ``source_of_slot``
     (a, slots): the source class of each job's slots (K for padding)."""

@@ -112,6 +112,7 @@ class RelativeStep(StepSchedule):
     needs_pattern_norm: ClassVar[bool] = True
 
     def step_length(self, current: float, pattern_norm: float | None) -> float:
+        assert pattern_norm is not None, "needs_pattern_norm: the engine passes ||v||"
         return max(self.delta, self.relative * pattern_norm)
 
 
@@ -136,6 +137,11 @@ class WeightControlledStep(StepSchedule):
         if self.crossing_resolution is None:
             object.__setattr__(self, "crossing_resolution", self.delta)
 
+    @property
+    def resolution(self) -> float:
+        """The crossing resolution (delta unless given)."""
+        return self.delta if self.crossing_resolution is None else self.crossing_resolution
+
     def control_step(self, engine: Engine, i: int, weight_change: float, fraction: float) -> None:
         if weight_change > WEIGHT_CHANGE_SHRINK:
             engine.step_length[i] = max(0.5 * engine.step_length[i], self.delta)
@@ -146,7 +152,7 @@ class WeightControlledStep(StepSchedule):
         """Move v back to the shortest fraction of the last step (to within the crossing
         resolution) where Q_t(v, w(0)) > 0 and restart the step at delta. The next pass
         evaluates q and the gradient there."""
-        if not (engine.jobs[i].adapt_weights and engine.last_length[i] > self.crossing_resolution):
+        if not (engine.jobs[i].adapt_weights and engine.last_length[i] > self.resolution):
             return False
         _, high, _ = engine.bisect_last_step(i, engine.last_length[i], _misclassifies(engine, i))
         engine.shorten_last_step(i, high)
@@ -154,7 +160,7 @@ class WeightControlledStep(StepSchedule):
         # the first misclassified point lies within the last bisection bracket (at most the
         # crossing resolution long); next_weights counts half of it, as for any step on which an
         # image changed class
-        engine.update_span[i] = min(self.crossing_resolution, engine.last_length[i])
+        engine.update_span[i] = min(self.resolution, engine.last_length[i])
         return True
 
     def next_weights(self, engine: Engine, members: Sequence[int], q: torch.Tensor, fraction: torch.Tensor,
@@ -181,6 +187,7 @@ class WeightControlledStep(StepSchedule):
         job i's last step (the repeated updates of w reached pi there): stop job i at that point
         if, there, Q_t >= pi with those weights (and onnxruntime agrees). False, with nothing
         changed, when it does not (an image changed class later in the step)."""
+        assert self.weight_update_length is not None, "only repeated updates report crossings"
         start, length = engine.v[i] - engine.last_step[i], engine.last_length[i]
         if length <= 0.0:
             return False
