@@ -110,6 +110,7 @@ class Engine:
         return [self.results[i] for i in range(n)]
 
     def lay_out(self, active: list[int]) -> list[Unit]:
+        """The units of one iteration over the jobs ``active`` (engine_passes.lay_out)."""
         return lay_out(active, self.jobs, self.batch, self.targets, self.y_all, self.K, self.device)
 
     # -- lines 5-12, then line 4, for the jobs of a unit at once ------------------------------
