@@ -33,10 +33,10 @@ from scanner.config import ScanConfig
 from scanner.data import load_clean_images, select_images
 from scanner.detection import detect
 from scanner.estimation import DifferentiableClassifier
-from scanner.lred import uniform_weights, update_weights
 from scanner.model import load_model
 from scanner.preprocess import resolve_transform
 from scanner.runtime import ReferenceClassifier
+from scanner.weights import uniform_weights, update_weights
 
 
 def prepare(model_path: Path, data: Path, n: int, seed: int = 0):

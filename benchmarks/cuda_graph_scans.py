@@ -32,6 +32,7 @@ from scanner.estimation import DifferentiableClassifier
 from scanner.model import load_model
 from scanner.preprocess import resolve_transform
 from scanner.runtime import ReferenceClassifier
+from scanner.schedules import WeightControlledStep
 
 MB = 2**20
 
@@ -52,8 +53,8 @@ def setup(path, data):
 def run(cls, x, y, graphs):
     torch.cuda.synchronize(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    est = lred.estimate_patterns(cls, x, y, 10, pi=0.9, delta=1e-3, max_iterations=20000, batch_images=2048,
-                                 adaptive_step=2e-2, cuda_graphs=graphs, notice=print)
+    est = lred.estimate_patterns(cls, x, y, 10, pi=0.9, schedule=WeightControlledStep(1e-3, 2e-2),
+                                 max_iterations=20000, batch_images=2048, cuda_graphs=graphs, notice=print)
     torch.cuda.synchronize()
     gc.collect()
     torch.cuda.synchronize()

@@ -1,4 +1,4 @@
-"""Algorithm 1 read literally (``scanner/lred_reference.py``) for chosen putative target
+"""Algorithm 1 read literally (``scanner/algorithm1.py``) for chosen putative target
 classes of one model: the pattern norm, iterations and final source weights w per target,
 without estimating the other targets (a full ``lred scan --exact`` estimates all K).
 
@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from iteration_cost import prepare
+
+from scanner.algorithm1 import estimate_pattern_exact
 from scanner.config import ScanConfig
 from scanner.estimation import select_device
-from scanner.lred_reference import estimate_pattern_exact
 
 
 def main() -> None:

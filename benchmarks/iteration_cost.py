@@ -27,6 +27,7 @@ from scanner.lred import estimate_patterns
 from scanner.model import load_model
 from scanner.preprocess import resolve_transform
 from scanner.runtime import ReferenceClassifier
+from scanner.schedules import FixedStep
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = [ROOT / "sample_models" / "fmnist_cnn_backdoored.onnx"]
@@ -115,14 +116,13 @@ def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch
     # --default-schedule: the scan's weight-controlled steps (delta to largest_step) with its
     # repeated updates of w (weight_update_length), the most bookkeeping an iteration does
     config = ScanConfig()
-    schedule = dict(delta=config.delta, adaptive_step=config.largest_step,
-                    weight_update_length=config.adaptive_weight_update_length) if default_schedule \
-        else dict(delta=1e-4)
+    schedule = config.schedule if default_schedule else FixedStep(1e-4)
     engine = {}
     for graphs in ([False, True] if device.type == "cuda" else [False]):
         start = time.perf_counter()
         estimate_patterns(classifier, x, y, num_classes, pi=0.99999, max_iterations=iterations,
-                          batch_images=config.batch_images, cuda_graphs=graphs, notice=notices.append, **schedule)
+                          batch_images=config.batch_images, cuda_graphs=graphs, notice=notices.append,
+                          schedule=schedule)
         synchronize()
         engine[graphs] = (time.perf_counter() - start) / (iterations + 1)
     name = model_path.parent.name if model_path.name == "model.onnx" else model_path.name   # zoo layout

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .schedules import StepSchedule
 
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
 METHODS = ("lred", "ured", "pred")
@@ -103,6 +106,20 @@ class ScanConfig:
         if self.step_schedule != "adaptive":
             return None
         return self.adaptive_step if self.adaptive_step is not None else max(DEFAULT_LARGEST_STEP, self.delta)
+
+    @property
+    def schedule(self) -> StepSchedule:
+        """The one step-schedule object the batched engine follows (scanner/schedules.py): the
+        weight-controlled step between delta and ``largest_step`` with ``weight_update_length``,
+        or the fixed step delta, or the relative step; each with ``crossing_resolution``.
+        (``exact`` runs algorithm1.py, whose step is delta, as the fixed schedule's.)"""
+        from .schedules import FixedStep, RelativeStep, WeightControlledStep   # torch only when scanning
+        if self.relative_step is not None:                 # step_schedule "relative"
+            return RelativeStep(self.delta, self.relative_step, self.crossing_resolution)
+        largest = self.largest_step
+        if largest is None:                                 # step_schedule "fixed"
+            return FixedStep(self.delta, self.crossing_resolution)
+        return WeightControlledStep(self.delta, largest, self.crossing_resolution, self.weight_update_length)
 
     @property
     def adaptive_weight_update_length(self) -> float | None:

@@ -14,6 +14,7 @@ import torch
 import converters
 
 from . import detection, lred, pred, ured
+from .algorithm1 import estimate_patterns_exact
 from .config import ScanConfig
 from .data import load_clean_images, select_images
 from .errors import (
@@ -30,7 +31,6 @@ from .estimation import (
     PatternEstimate,
     select_device,
 )
-from .lred_reference import estimate_patterns_exact
 from .model import LoadedModel, load_model
 from .preprocess import resolve_transform
 from .report import (
@@ -170,19 +170,15 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
 
     torch.manual_seed(config.seed)
     refusals: list[str] = []                  # why CUDA graphs were turned off, if they were
-    common = dict(pi=config.pi, delta=config.delta, max_iterations=config.max_iterations, jobs=jobs,
-                  progress=progress)
+    common = dict(pi=config.pi, max_iterations=config.max_iterations, jobs=jobs, progress=progress)
     if config.exact:
         estimates = estimate_patterns_exact(classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
-                                            **common)
+                                            delta=config.delta, **common)
     else:
         estimates = lred.estimate_patterns(
-            classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
+            classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes, schedule=config.schedule,
             batch_images=config.batch_images, confirm=check.confirm,
-            max_rejected_iterations=config.verify_extra_iterations,
-            crossing_resolution=config.crossing_resolution, relative_step=config.relative_step,
-            adaptive_step=config.largest_step, weight_update_length=config.adaptive_weight_update_length,
-            cuda_graphs=config.cuda_graphs,
+            max_rejected_iterations=config.verify_extra_iterations, cuda_graphs=config.cuda_graphs,
             notice=lambda message: (refusals.append(message), say("estimate", message)), **common)
     lap("estimate")
     if device.type == "cuda":
