@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,16 @@ class ScanConfig:
             (self.batch_images >= 1, "batch_images must be >= 1"),
             (self.std is None or all(s > 0 for s in self.std), "every std must be > 0"),
             (self.verify_extra_iterations >= 0, "verify_extra_iterations must be >= 0"),
+            *((getattr(self, name) is None or math.isfinite(getattr(self, name)), f"{name} must be finite")
+              for name in ("pi", "delta", "alpha", "input_scale", "weight_update_length", "crossing_resolution",
+                           "relative_step", "adaptive_step", "parity_rtol", "parity_atol")),
+            (all(math.isfinite(v) for v in self.mean or ()), "every mean must be finite"),
+            (all(math.isfinite(v) for v in self.std or ()), "every std must be finite"),
+            # numpy refuses negative seeds, torch.manual_seed seeds above 2**64 - 1
+            (0 <= self.seed <= 2**64 - 1, f"seed must lie in 0..{2**64 - 1}"),
+            # beyond 2**31 - 1 these counts overflow the indices of numpy and torch
+            *((getattr(self, name) <= 2**31 - 1, f"{name} must be <= {2**31 - 1}")
+              for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations")),
         ]
         for ok, message in checks:
             if not ok:
