@@ -14,6 +14,7 @@ from .errors import ModelError, UnsupportedModelError
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64",
                TensorProto.FLOAT16: "float16"}
 MAX_MODEL_BYTES = 4 * 1024**3    # the .onnx file and its external tensor data together
+MAX_FIXED_BATCH = 4096           # a batch dimension fixed in the graph: each batch is padded to it
 EXTERNAL_ITEMSIZES = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
                       TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2,
                       TensorProto.INT32: 4, TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,
@@ -70,8 +71,23 @@ def _read_proto(path: Path) -> tuple[onnx.ModelProto, str]:
         raise ModelError(f"{path} is not an ONNX model (protobuf parse failed: {type(exc).__name__})") from exc
     if not proto.graph.node:
         raise ModelError(f"{path} holds no graph nodes; is it an ONNX model?")
+    _check_text(proto, path)
     _load_external_data_safely(proto, path)
     return proto, digest
+
+
+def _check_text(proto: onnx.ModelProto, path: Path) -> None:
+    """protobuf hands a string field that is not valid UTF-8 back as bytes: refuse such names."""
+    graph = proto.graph
+    texts = [proto.producer_name, proto.producer_version, proto.domain, graph.name]
+    texts += [v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)]
+    texts += [t.name for t in graph.initializer]
+    for node in graph.node:
+        texts += [node.name, node.op_type, node.domain, *node.input, *node.output]
+    texts += [o.domain for o in proto.opset_import]
+    bad = next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None:
+        raise ModelError(f"{path} holds a name that is not valid UTF-8 ({bad[:40]!r}); is the file corrupt?")
 
 
 def _load_external_data_safely(proto: onnx.ModelProto, path: Path) -> None:
@@ -90,8 +106,12 @@ def _load_external_data_safely(proto: onnx.ModelProto, path: Path) -> None:
     for tensor in tensors:
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
-        target = (base / location).resolve()
-        if os.path.isabs(location) or base not in target.parents or not target.is_file():
+        try:
+            target = (base / location).resolve()
+            inside = not os.path.isabs(location) and base in target.parents and target.is_file()
+        except (ValueError, OSError):           # a NUL byte, a name too long, a symlink loop
+            inside = False
+        if not inside:
             raise ModelError(f"tensor {tensor.name!r} points to external data {location!r} "
                              f"outside the model's folder or missing; refusing to read it")
         nbytes = _external_bytes(tensor, info, target)
@@ -170,6 +190,10 @@ def load_model(path: str | os.PathLike, output_name: str | None = None) -> Loade
     if len(input_shape) not in (2, 3, 4):
         raise UnsupportedModelError(f"input {image.name!r} has rank {len(input_shape)}; "
                                     "expected an image batch of rank 2 (flat), 3 or 4")
+
+    if input_shape[0] is not None and input_shape[0] > MAX_FIXED_BATCH:
+        raise UnsupportedModelError(f"input {image.name!r} fixes its batch to {input_shape[0]} images; the scanner "
+                                    f"pads every batch to a fixed size and takes at most {MAX_FIXED_BATCH}")
 
     _expose_zipmap_probabilities(graph)
     _expose_flat_scores(graph, output_name)
