@@ -2,7 +2,8 @@
 
 Targets (each run for ``--seconds``):
 
-* ``model-bytes``   mutated bytes of a small valid ONNX classifier -> load_model, then onnxruntime
+* ``model-bytes``   mutated bytes of two small valid ONNX classifiers (linear, the sample CNN)
+                    -> load_model, onnxruntime, conversion to torch (the scan's first steps)
 * ``model-fields``  the same model with hostile field values (dims, types, opsets, external data)
 * ``npz``           .npz archives: mutated bytes of a valid one, forged .npy headers, odd dtypes/values
 * ``folder``        class-folder trees: odd folder names, mutated PNG/JPEG bytes, 16-bit and odd modes
@@ -39,12 +40,12 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]     # this checkout's scanner, and the test models
-import synthetic  # noqa: E402
+import synthetic
 
-from scanner.config import ScanConfig  # noqa: E402
-from scanner.data import load_clean_images  # noqa: E402
-from scanner.errors import LredError  # noqa: E402
-from scanner.model import load_model  # noqa: E402
+from scanner.config import ScanConfig
+from scanner.data import load_clean_images
+from scanner.errors import LredError
+from scanner.model import load_model
 
 
 class Hang(BaseException):
@@ -57,12 +58,13 @@ def _alarm(signum, frame):
 
 @st.composite
 def mutated(draw, base: bytes) -> bytes:
-    """``base`` with 1-6 byte-level edits: set, flip, insert, delete, duplicate a slice, truncate."""
+    """``base`` with 1-4 byte-level edits: set, flip (twice as often: they keep the structure around
+    them), insert, delete, duplicate a slice, truncate."""
     data = bytearray(base)
-    for _ in range(draw(st.integers(1, 6))):
+    for _ in range(draw(st.integers(1, 4))):
         if not data:
             break
-        kind = draw(st.sampled_from(["set", "flip", "insert", "delete", "duplicate", "truncate"]))
+        kind = draw(st.sampled_from(["set", "set", "flip", "flip", "insert", "delete", "duplicate", "truncate"]))
         at = draw(st.integers(0, len(data) - 1))
         if kind == "set":
             data[at] = draw(st.integers(0, 255))
@@ -82,23 +84,30 @@ def mutated(draw, base: bytes) -> bytes:
 # --- targets: each takes a hypothesis draw function and a scratch folder and runs one example ----
 
 MODEL = synthetic.linear_classifier(6)
-MODEL_BYTES = MODEL.SerializeToString()
 X, Y = synthetic.clean_images(6, 3)
+SAMPLE_CNN = REPO / "sample_models" / "fmnist_cnn_clean.onnx"
+# seeds of the byte mutations: (model bytes, the (H, W, C) of its images)
+MODEL_SEEDS = [(MODEL.SerializeToString(), (8, 8, 1))] + (
+    [(SAMPLE_CNN.read_bytes(), (28, 28, 1))] if SAMPLE_CNN.is_file() else [])
 
 
-def _load_and_run(path: Path) -> None:
-    """load_model, then onnxruntime on the clean images (what the scan does first)."""
+def _load_and_run(path: Path, image_shape: tuple[int, int, int] = (8, 8, 1)) -> None:
+    """What a scan does first: load_model, onnxruntime on clean-like images, conversion to torch."""
+    import converters
     from scanner.preprocess import resolve_transform
     from scanner.runtime import ReferenceClassifier
     model = load_model(path)
-    transform = resolve_transform(model, ScanConfig(), (8, 8, 1))
-    ReferenceClassifier(model).scores(transform.normalize(transform.to_pixels(X[..., None])))
+    transform = resolve_transform(model, ScanConfig(), image_shape)
+    images = np.resize(X, (6,) + image_shape[:2])[..., None]
+    ReferenceClassifier(model).scores(transform.normalize(transform.to_pixels(images)))
+    converters.to_torch(model.proto, model.input_name, model.softmax_input or model.output_name)
 
 
 def model_bytes(draw, scratch: Path) -> None:
+    base, image_shape = draw(st.sampled_from(MODEL_SEEDS))
     path = scratch / "m.onnx"
-    path.write_bytes(draw(mutated(MODEL_BYTES)))
-    _load_and_run(path)
+    path.write_bytes(draw(mutated(base)))
+    _load_and_run(path, image_shape)
 
 
 def model_fields(draw, scratch: Path) -> None:
@@ -211,7 +220,7 @@ IMAGES = {
     "grey": _png(X[0]),
     "rgb": _png(np.stack([X[0]] * 3, axis=-1)),
     "jpeg": _png(np.stack([X[0]] * 3, axis=-1), fmt="JPEG"),
-    "grey16": _png((X[0].astype(np.uint16) * 257)),
+    "grey16": _png(X[0].astype(np.uint16) * 257),
     "rgba": _png(np.dstack([X[0]] * 4)),
     "bilevel": _png(X[0] > 128),
     "palette": _png(Image.fromarray(X[0]).convert("P")),
@@ -239,7 +248,7 @@ def folder(draw, scratch: Path) -> None:
                       image_size=draw(st.sampled_from([None, (8, 8), (4, 4)])))
 
 
-FAST_SCAN = dict(images_per_class=3, delta=0.01, max_iterations=60, device="cpu")
+FAST_SCAN = {"images_per_class": 3, "delta": 0.01, "max_iterations": 60, "device": "cpu"}
 
 
 def options(draw, scratch: Path) -> None:

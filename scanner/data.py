@@ -84,9 +84,9 @@ def _npy_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[zipfile
         with archive.open(info) as member:
             version = npy_format.read_magic(member)
             if version == (1, 0):
-                shape, fortran, dtype = npy_format.read_array_header_1_0(member)
+                shape, _, dtype = npy_format.read_array_header_1_0(member)
             elif version == (2, 0):
-                shape, fortran, dtype = npy_format.read_array_header_2_0(member)
+                shape, _, dtype = npy_format.read_array_header_2_0(member)
             else:
                 raise ValueError(f"unsupported .npy format version {version}")
             offset = member.tell()

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import synthetic
 from numpy.lib import format as npy_format
 from PIL import Image
 
-import synthetic
 from scanner.errors import ConfigError, DataError, LredError, ModelError
 
 SIZE = 8          # the synthetic classifier takes 8x8 grey images
@@ -157,6 +157,29 @@ def single_score_output(d: Path) -> Case:
     return Case(_model(d, model), _npz(d), (), ModelError, "1 class")
 
 
+def name_that_is_not_utf8(d: Path) -> Case:
+    """Found by benchmarks/fuzz.py: protobuf hands an invalid UTF-8 string back as bytes."""
+    model = synthetic.linear_classifier(CLASSES)
+    model.producer_name = "lred-tests"
+    data = model.SerializeToString().replace(b"lred-tests", b"lred-\xff\xfests")
+    path = d / "model.onnx"
+    path.write_bytes(data)
+    return Case(path, _npz(d), (), ModelError, "not valid UTF-8")
+
+
+def external_data_location_with_nul(d: Path) -> Case:
+    """Found by benchmarks/fuzz.py: a NUL byte in the location made pathlib raise ValueError."""
+    model = _external(synthetic.linear_classifier(CLASSES), "weights.bin\x00.txt")
+    return Case(_model(d, model), _npz(d), (), ModelError, "outside the model's folder or missing")
+
+
+def fixed_batch_of_two_billion(d: Path) -> Case:
+    """Found by benchmarks/fuzz.py: onnxruntime batches were padded to the fixed batch (512 GiB)."""
+    model = synthetic.linear_classifier(CLASSES)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2**31
+    return Case(_model(d, model), _npz(d), (), ModelError, "fixes its batch to 2147483648")
+
+
 def _with_initializer(name: str, change: Callable[[np.ndarray], None]) -> onnx.ModelProto:
     model = synthetic.linear_classifier(CLASSES)
     for tensor in model.graph.initializer:
@@ -195,6 +218,9 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "folder_with_a_huge_png": folder_with_a_huge_png,
     "external_tensor_of_32_gib": external_tensor_of_32_gib,
     "single_score_output": single_score_output,
+    "name_that_is_not_utf8": name_that_is_not_utf8,
+    "external_data_location_with_nul": external_data_location_with_nul,
+    "fixed_batch_of_two_billion": fixed_batch_of_two_billion,
     "nan_weights": nan_weights,
     "infinite_bias": infinite_bias,
     "mean_nan": _option_case("--mean", "nan", message="mean"),
