@@ -90,6 +90,10 @@ class ScanConfig:
             # beyond 2**31 - 1 these counts overflow the indices of numpy and torch
             *((getattr(self, name) <= 2**31 - 1, f"{name} must be <= {2**31 - 1}")
               for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations")),
+            # the default schedule updates w (largest step / weight_update_length) times per step
+            (self.step_schedule != "adaptive" or not self.weight_update_length > 0
+             or not math.isfinite(self.largest_step) or self.largest_step / self.weight_update_length <= 2**31 - 1,
+             f"weight_update_length must be >= the largest step / {2**31 - 1}"),
         ]
         for ok, message in checks:
             if not ok:

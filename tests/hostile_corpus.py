@@ -228,4 +228,6 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "delta_inf": _option_case("--delta", "inf", message="delta"),
     "seed_negative": _option_case("--seed", "-1", message="seed"),
     "seed_beyond_2_64": _option_case("--seed", str(2**70), message="seed"),
+    # found by benchmarks/fuzz.py: 2e-2 / 1e-300 weight updates per step overflowed an int64 count
+    "weight_update_length_tiny": _option_case("--weight-update-length", "1e-300", message="weight_update_length"),
 }
