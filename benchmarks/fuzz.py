@@ -271,7 +271,8 @@ def options(draw, scratch: Path) -> None:
     chosen = draw(st.lists(st.sampled_from(sorted(hostile)), min_size=1, max_size=3, unique=True))
     fields = {**FAST_SCAN, **{name: draw(hostile[name]) for name in chosen}}
     config = ScanConfig(**fields)
-    if config.max_iterations > 200 or config.delta < 1e-4 or config.images_per_class > 4:
+    if (config.max_iterations > 200 or config.verify_extra_iterations > 200 or config.delta < 1e-4
+            or config.images_per_class > 4):
         return          # a valid config of a long scan: the scan's own run time is not what is fuzzed
     if not (scratch / "m.onnx").exists():
         synthetic.write_case(scratch, num_classes=4, per_class=3)
@@ -281,6 +282,11 @@ def options(draw, scratch: Path) -> None:
 
 TARGETS = {"model-bytes": model_bytes, "model-fields": model_fields, "npz": npz, "folder": folder,
            "options": options}
+
+
+def _shown(drawn: list) -> str:
+    """The drawn values of one example, bytes shortened, for reproducing it by hand."""
+    return repr([f"<{len(v)} bytes>" if isinstance(v, bytes) else v for v in drawn])[:400]
 
 
 def fuzz(name: str, seconds: float, example_seconds: float, batch: int = 10) -> dict:
@@ -296,22 +302,29 @@ def fuzz(name: str, seconds: float, example_seconds: float, batch: int = 10) -> 
     def one(data) -> None:
         # every draw happens before the loader runs, so an error or a hang cannot change what
         # hypothesis sees drawn; the time budget is checked between batches only
+        drawn = []
+
+        def draw(strategy):
+            drawn.append(data.draw(strategy))
+            return drawn[-1]
+
         with tempfile.TemporaryDirectory(prefix="lred-fuzz-") as scratch:
             signal.setitimer(signal.ITIMER_REAL, example_seconds)
             try:
-                run(data.draw, Path(scratch))
+                run(draw, Path(scratch))
                 outcome["accepted"] += 1
             except LredError as exc:
                 outcome["errors"][type(exc).__name__] += 1
             except Hang:
                 outcome["hangs"] += 1
+                outcome["samples"].setdefault(f"hang {outcome['hangs']}", f"drawn {_shown(drawn)}")
             except Exception as exc:  # noqa: BLE001 - what the fuzzer is looking for
                 frames = traceback.extract_tb(exc.__traceback__)
                 ours = [f for f in frames if "/scanner/" in f.filename] or frames
                 key = (f"{type(exc).__name__} at {Path(frames[-1].filename).name}:{frames[-1].lineno}"
                        f" from {Path(ours[-1].filename).name}:{ours[-1].lineno}")
                 outcome["unexpected"][key] += 1
-                outcome["samples"].setdefault(key, f"{type(exc).__name__}: {str(exc)[:160]}")
+                outcome["samples"].setdefault(key, f"{type(exc).__name__}: {str(exc)[:160]}; drawn {_shown(drawn)}")
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             outcome["examples"] += 1
@@ -341,8 +354,9 @@ def main() -> None:
         started = time.monotonic()
         outcome = fuzz(name, args.seconds, args.example_seconds)
         rows.append((name, outcome, time.monotonic() - started))
-        for key, count in outcome["unexpected"].items():
-            print(f"  {name}: unexpected {key} x{count}: {outcome['samples'][key]}", flush=True)
+        for key, text in outcome["samples"].items():
+            count = outcome["unexpected"].get(key, 1)
+            print(f"  {name}: {'unexpected ' if key in outcome['unexpected'] else ''}{key} x{count}: {text}", flush=True)
     print(f"{'target':<13} {'seconds':>7} {'examples':>8} {'accepted':>8}  {'errors by class':<52} "
           f"{'unexpected':>10} {'hangs':>5}")
     for name, outcome, elapsed in rows:
