@@ -90,6 +90,11 @@ class ScanConfig:
             # beyond 2**31 - 1 these counts overflow the indices of numpy and torch
             *((getattr(self, name) <= 2**31 - 1, f"{name} must be <= {2**31 - 1}")
               for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations")),
+            # a step of length h is bisected until its bracket is below the resolution (or delta): below
+            # float64's 2**-52 * h the bracket stops shrinking and the bisection would never end
+            (self.delta >= 1e-9, "delta must be >= 1e-9 (pixel units; float32 pixels do not move by less)"),
+            (self.crossing_resolution is None or self.crossing_resolution >= 1e-9,
+             "crossing_resolution must be >= 1e-9 (pixel units; a finer bisection never ends)"),
             # the default schedule updates w (largest step / weight_update_length) times per step
             (self.step_schedule != "adaptive" or not self.weight_update_length > 0
              or not math.isfinite(self.largest_step) or self.largest_step / self.weight_update_length <= 2**31 - 1,

@@ -229,5 +229,9 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "seed_negative": _option_case("--seed", "-1", message="seed"),
     "seed_beyond_2_64": _option_case("--seed", str(2**70), message="seed"),
     # found by benchmarks/fuzz.py: 2e-2 / 1e-300 weight updates per step overflowed an int64 count
+    # found by benchmarks/fuzz.py: bisecting a step to 1e-300 never ends (the scan hung)
+    "crossing_resolution_tiny": _option_case("--crossing-resolution", "1e-300", "--fixed-step",
+                                             message="crossing_resolution"),
+    "delta_tiny": _option_case("--delta", "1e-300", message="delta must be >= 1e-9"),
     "weight_update_length_tiny": _option_case("--weight-update-length", "1e-300", message="weight_update_length"),
 }
