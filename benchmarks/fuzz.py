@@ -345,8 +345,6 @@ def main() -> None:
     limit = int(args.memory_gib * 1024**3)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGALRM, _alarm)
-    import onnxruntime
-    onnxruntime.set_default_logger_severity(4)     # its error log lines for rejected models
     if not args.keep_stderr:        # onnxruntime logs every model it rejects on stderr
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     rows = []
