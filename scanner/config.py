@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,25 @@ class ScanConfig:
             (self.batch_images >= 1, "batch_images must be >= 1"),
             (self.std is None or all(s > 0 for s in self.std), "every std must be > 0"),
             (self.verify_extra_iterations >= 0, "verify_extra_iterations must be >= 0"),
+            *((getattr(self, name) is None or math.isfinite(getattr(self, name)), f"{name} must be finite")
+              for name in ("pi", "delta", "alpha", "input_scale", "weight_update_length", "crossing_resolution",
+                           "relative_step", "adaptive_step", "parity_rtol", "parity_atol")),
+            (all(math.isfinite(v) for v in self.mean or ()), "every mean must be finite"),
+            (all(math.isfinite(v) for v in self.std or ()), "every std must be finite"),
+            # numpy refuses negative seeds, torch.manual_seed seeds above 2**64 - 1
+            (0 <= self.seed <= 2**64 - 1, f"seed must lie in 0..{2**64 - 1}"),
+            # beyond 2**31 - 1 these counts overflow the indices of numpy and torch
+            *((getattr(self, name) <= 2**31 - 1, f"{name} must be <= {2**31 - 1}")
+              for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations")),
+            # a step of length h is bisected until its bracket is below the resolution (or delta): below
+            # float64's 2**-52 * h the bracket stops shrinking and the bisection would never end
+            (self.delta >= 1e-9, "delta must be >= 1e-9 (pixel units; float32 pixels do not move by less)"),
+            (self.crossing_resolution is None or self.crossing_resolution >= 1e-9,
+             "crossing_resolution must be >= 1e-9 (pixel units; a finer bisection never ends)"),
+            # the default schedule updates w (largest step / weight_update_length) times per step
+            (self.step_schedule != "adaptive" or not self.weight_update_length > 0
+             or not math.isfinite(self.largest_step) or self.largest_step / self.weight_update_length <= 2**31 - 1,
+             f"weight_update_length must be >= the largest step / {2**31 - 1}"),
         ]
         for ok, message in checks:
             if not ok:
