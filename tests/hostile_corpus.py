@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import synthetic
+from tests import synthetic
 from numpy.lib import format as npy_format
 from PIL import Image
 
