@@ -5,7 +5,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from hostile_corpus import CASES
+from tests.hostile_corpus import CASES
 
 from scanner import errors as errors_module
 from scanner.cli import main
