@@ -14,8 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from . import methods
+from . import __version__, methods
 from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, LredError
 from .reporters import render_error_json
