@@ -1,7 +1,9 @@
 """``lred inspect``: what an auditor wants to know about an unknown ONNX file before scanning it.
 
 Reads the model, lists its interface and operators, converts it, and checks the converted
-module against onnxruntime on random inputs in [0, 1] (or on the clean images when given).
+module against onnxruntime on random inputs in [0, 1] (or on the clean images when given), with
+the scan's own comparison (``prepare.run_parity``). Unlike the scan's gate, a failed check is a
+finding: the Inspection says what failed, and ``reporters`` renders it.
 """
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ import torch
 
 import converters
 
+from . import prepare as preparation
 from .config import ScanConfig
 from .errors import ConversionError, LredError
 from .estimation import DifferentiableClassifier
 from .model import load_model
-from .prepare import run_parity
 from .preprocess import InputTransform, _guess_layout, resolve_transform
 from .report import Inspection
 from .runtime import ReferenceClassifier
@@ -61,7 +63,7 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig = ScanC
     reference = ReferenceClassifier(model).scores(transform.normalize(pixels))
     classifier = DifferentiableClassifier(converted.module, transform, "logits", torch.device("cpu"))
     rtol = converters.parity_rtol(model.proto, config.parity_rtol)
-    run = run_parity(classifier, pixels, reference, rtol, config.parity_atol)
+    run = preparation.run_parity(classifier, pixels, reference, rtol, config.parity_atol)
     if run.failure is not None:  # a converted graph that fails to run is a finding, not a crash
         exc = run.failure
         return Inspection(**base, converts=True, conversion_passes=converted.passes,
