@@ -24,30 +24,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
-import converters  # noqa: E402
 import scanner.lred as lred  # noqa: E402
-from scanner.config import ScanConfig
-from scanner.data import load_clean_images, select_images
-from scanner.estimation import DifferentiableClassifier
-from scanner.model import load_model
-from scanner.preprocess import resolve_transform
-from scanner.runtime import ReferenceClassifier
-from scanner.schedules import WeightControlledStep
+from scanner.config import ScanConfig  # noqa: E402
+from scanner.prepare import prepare  # noqa: E402
+from scanner.schedules import WeightControlledStep  # noqa: E402
 
 MB = 2**20
 
 
 def setup(path, data):
-    model = load_model(path)
-    clean = load_clean_images(data, 1)
-    transform = resolve_transform(model, ScanConfig(), clean.image_shape)
-    pixels = transform.to_pixels(clean.pixels)
-    ref = ReferenceClassifier(model)
-    pred = ref.predict(transform.normalize(pixels))
-    sel = select_images(clean.labels, pred, 10, 8, 0)
-    module = converters.to_torch(model.proto, model.input_name, model.output_name).module
-    cls = DifferentiableClassifier(module, transform, "logits", torch.device("cuda"))
-    return cls, torch.as_tensor(pixels[sel.indices]), torch.as_tensor(clean.labels[sel.indices])
+    """The scan's classifier on the GPU and its N = 8 images per class (scanner/prepare.py)."""
+    prepared = prepare(path, data, ScanConfig(device="cuda"))
+    return prepared.classifier, torch.as_tensor(prepared.x), torch.as_tensor(prepared.y)
 
 
 def run(cls, x, y, graphs):

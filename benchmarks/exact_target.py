@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from iteration_cost import prepare
+from iteration_cost import prepare_inputs
 
 from scanner.algorithm1 import estimate_pattern_exact
 from scanner.config import ScanConfig
@@ -37,8 +37,8 @@ def main() -> None:
                         help="keep the module's weights in the default memory order (no channels-last on the CPU)")
     args = parser.parse_args()
     device = select_device(args.device)
-    classifier, x, y, num_classes = prepare(args.model, args.data, args.n, device, args.seed,
-                                            channels_last=not args.default_order)
+    classifier, x, y, num_classes = prepare_inputs(args.model, args.data, args.n, device, args.seed,
+                                                   channels_last=not args.default_order)
     print(f"{args.model}: N = {args.n}, seed {args.seed}, delta {args.delta:g}, pi {args.pi:g}, {device}\n")
     print("| target | ||v_t|| | iterations | status | Q_t | largest source weights | seconds |")
     print("|---|---|---|---|---|---|---|")

@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from .schedules import StepSchedule
 
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
-METHODS = ("lred", "ured", "pred")
 DEVICES = ("auto", "cpu", "cuda")
 P_VALUE_BASES = ("calibrated", "paper")   # which p-value the verdict compares with alpha (detection.py)
 DEFAULT_LARGEST_STEP = 2e-2  # largest step of the default schedule when adaptive_step is unset
@@ -31,7 +30,7 @@ class ScanConfig:
     schedule"); ``fixed_step``, ``exact`` and ``relative_step`` each select another schedule.
     """
 
-    method: str = "lred"               # lred | ured | pred (Sec. 4.3)
+    method: str = "lred"               # a name in scanner.methods.METHODS: lred | ured | pred (Sec. 4.3)
     exact: bool = False                # Algorithm 1 literally: one target at a time, 2 passes/step
     crossing_resolution: float | None = None  # bisect the step that crosses pi to this length
     relative_step: float | None = None # step = max(delta, relative_step * ||v||); implies fixed_step
@@ -58,8 +57,10 @@ class ScanConfig:
     verify_extra_iterations: int = 200 # steps allowed after onnxruntime disagrees with torch
 
     def __post_init__(self) -> None:
+        # imported here: the registry imports the estimation engine, which imports this module
+        from .methods import METHOD_NAMES
         checks = [
-            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
+            (self.method in METHOD_NAMES, f"method must be one of {', '.join(METHOD_NAMES)}"),
             (self.crossing_resolution is None or self.crossing_resolution > 0,
              "crossing_resolution must be > 0"),
             (self.relative_step is None or 0 < self.relative_step < 1, "relative_step must lie in (0, 1)"),
