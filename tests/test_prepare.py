@@ -3,7 +3,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-import synthetic
+from tests import synthetic
 import torch
 
 import scanner.prepare as preparation
