@@ -5,6 +5,7 @@ Exit status (like grep/diff): 0 no backdoor detected, 1 backdoor detected, 2 cou
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -190,7 +191,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
         if json_path is not None:
             _atomic_write(json_path, render_json(outcome.report).encode())
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
-        _fail(exc, json_path, debug)
+        fail(exc, json_path, debug)
         return
     click.echo(render_text(outcome.report), nl=False)
     sys.exit(EXIT_BACKDOOR if outcome.report.backdoor_found else EXIT_CLEAN)
@@ -220,13 +221,22 @@ def inspect(model: Path, data: Path | None, layout: str, output_name: str | None
         if json_path is not None:
             _atomic_write(json_path, render_inspection_json(report).encode())
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
-        _fail(exc, json_path, debug)
+        fail(exc, json_path, debug)
         return
     click.echo(render_inspection_text(report), nl=False)
     sys.exit(EXIT_CLEAN if report.ok else EXIT_ERROR)
 
 
-def _fail(exc: BaseException, json_path: Path | None, debug: bool) -> None:
+def write_error_report(path: str | Path, message: str, error_type: str) -> None:
+    """Write the report of a run that produced no verdict (atomically)."""
+    error = {"schema_version": JSON_SCHEMA_VERSION, "verdict": "error", "error": message,
+             "error_type": error_type, "exit_code": EXIT_ERROR}
+    _atomic_write(Path(path), (json.dumps(error, indent=2) + "\n").encode())
+
+
+def fail(exc: BaseException, json_path: str | Path | None, debug: bool) -> None:
+    """The end of every failed run: one line on stderr, an error report at ``json_path`` (or no
+    report at all, when it cannot be written: never an older one), exit status 2."""
     if isinstance(exc, LredError):
         message = str(exc)
     elif isinstance(exc, KeyboardInterrupt):
@@ -239,13 +249,12 @@ def _fail(exc: BaseException, json_path: Path | None, debug: bool) -> None:
         traceback.print_exception(exc, file=sys.stderr)
     click.echo(f"lred: error: {message}", err=True)
     click.echo("lred: the model was NOT scanned; this is not a clean verdict", err=True)
-    if json_path is not None:
-        error = {"schema_version": JSON_SCHEMA_VERSION, "verdict": "error", "error": message,
-                 "error_type": type(exc).__name__, "exit_code": EXIT_ERROR}
+    if json_path is not None and str(json_path) != "-":
         try:
-            _atomic_write(json_path, (json.dumps(error, indent=2) + "\n").encode())
+            write_error_report(json_path, message, type(exc).__name__)
         except OSError:
-            pass
+            with contextlib.suppress(OSError):
+                os.unlink(json_path)
     sys.exit(EXIT_ERROR)
 
 
