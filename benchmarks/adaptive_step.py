@@ -27,31 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import converters
 from scanner.clipping import clip_pixels
 from scanner.config import ScanConfig
-from scanner.data import load_clean_images, select_images
 from scanner.detection import detect
 from scanner.estimation import DifferentiableClassifier
-from scanner.lred import uniform_weights, update_weights
-from scanner.model import load_model
-from scanner.preprocess import resolve_transform
-from scanner.runtime import ReferenceClassifier
-
-
-def prepare(model_path: Path, data: Path, n: int, seed: int = 0):
-    """Classifier in pixel space and the N correctly classified clean images per class."""
-    model = load_model(model_path)
-    clean = load_clean_images(data, 1)
-    transform = resolve_transform(model, ScanConfig(), clean.image_shape)
-    pixels = transform.to_pixels(clean.pixels)
-    predictions = ReferenceClassifier(model).predict(transform.normalize(pixels))
-    module = converters.to_torch(model.proto, model.input_name, model.output_name).module
-    classifier = DifferentiableClassifier(module, transform, "logits", torch.device("cpu"))
-    with torch.no_grad():
-        num_classes = int(classifier.scores(torch.as_tensor(pixels[:1])).shape[1])
-    chosen = select_images(clean.labels, predictions, num_classes, n, seed).indices
-    return classifier, torch.as_tensor(pixels[chosen]), torch.as_tensor(clean.labels[chosen]), num_classes
+from scanner.weights import uniform_weights, update_weights
+from scanner.prepare import prepare
 
 
 def estimate(classifier: DifferentiableClassifier, x: torch.Tensor, y: torch.Tensor, num_classes: int,
@@ -148,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=int, nargs="*", default=None, help="default: every class")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    classifier, x, y, K = prepare(args.model, args.data, args.n)
+    # the scan's classifier and N correctly classified clean images per class (scanner/prepare.py)
+    prepared = prepare(args.model, args.data, ScanConfig(images_per_class=args.n, device="cpu"))
+    classifier, K = prepared.classifier, prepared.num_classes
+    x, y = torch.as_tensor(prepared.x), torch.as_tensor(prepared.y)
     targets = range(K) if args.targets is None else args.targets
     results = []
     started = time.perf_counter()

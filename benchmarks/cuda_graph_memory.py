@@ -21,22 +21,16 @@ import warnings
 import torch
 
 sys.path.insert(0, ".")
-import converters  # noqa: E402
-from scanner.clipping import clip_pixels
-from scanner.config import ScanConfig
-from scanner.data import load_clean_images
-from scanner.estimation import DifferentiableClassifier
-from scanner.model import load_model
-from scanner.preprocess import resolve_transform
+from scanner.clipping import clip_pixels  # noqa: E402
+from scanner.config import ScanConfig  # noqa: E402
+from scanner.prepare import prepare  # noqa: E402
+
 warnings.simplefilter("ignore")
 MB = 2**20
 variant = sys.argv[1]
-model = load_model("sample_models/fmnist_cnn_backdoored.onnx")
-clean = load_clean_images("sample_models/clean_images", 1)
-transform = resolve_transform(model, ScanConfig(), clean.image_shape)
-x = torch.as_tensor(transform.to_pixels(clean.pixels)[:80]).cuda()
-cls = DifferentiableClassifier(converters.to_torch(model.proto, model.input_name, model.output_name).module,
-                               transform, "logits", torch.device("cuda"))
+prepared = prepare("sample_models/fmnist_cnn_backdoored.onnx", "sample_models/clean_images", ScanConfig(device="cuda"))
+x = torch.as_tensor(prepared.pixels[:80]).cuda()
+cls = prepared.classifier
 rows = torch.arange(720, device="cuda") % 80
 job = torch.arange(720, device="cuda") // 80
 target = job % 10
@@ -47,7 +41,7 @@ def unit_sums(v):
     u = v[job].requires_grad_(True)
     with torch.enable_grad():
         scores = cls.scores(clip_pixels(x[rows] + u))
-        lp = torch.log_softmax(scores, 1).gather(1, target[:, None]).sum()
+        lp = cls.log_posterior(scores).gather(1, target[:, None]).sum()
         (g,) = torch.autograd.grad(lp, u)
     hits.index_add_(0, job, (scores.detach().argmax(1) == target).float())
     grads.index_add_(0, job, g)

@@ -1,4 +1,4 @@
-"""Algorithm 1 read literally (``scanner/lred_reference.py``) for chosen putative target
+"""Algorithm 1 read literally (``scanner/algorithm1.py``) for chosen putative target
 classes of one model: the pattern norm, iterations and final source weights w per target,
 without estimating the other targets (a full ``lred scan --exact`` estimates all K).
 
@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from iteration_cost import prepare_inputs
 
-from iteration_cost import prepare
+from scanner.algorithm1 import estimate_pattern_exact
 from scanner.config import ScanConfig
 from scanner.estimation import select_device
-from scanner.lred_reference import estimate_pattern_exact
 
 
 def main() -> None:
@@ -37,8 +37,8 @@ def main() -> None:
                         help="keep the module's weights in the default memory order (no channels-last on the CPU)")
     args = parser.parse_args()
     device = select_device(args.device)
-    classifier, x, y, num_classes = prepare(args.model, args.data, args.n, device, args.seed,
-                                            channels_last=not args.default_order)
+    classifier, x, y, num_classes = prepare_inputs(args.model, args.data, args.n, device, args.seed,
+                                                   channels_last=not args.default_order)
     print(f"{args.model}: N = {args.n}, seed {args.seed}, delta {args.delta:g}, pi {args.pi:g}, {device}\n")
     print("| target | ||v_t|| | iterations | status | Q_t | largest source weights | seconds |")
     print("|---|---|---|---|---|---|---|")

@@ -18,39 +18,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import converters
 from scanner.clipping import clip_pixels
 from scanner.config import ScanConfig
-from scanner.data import load_clean_images, select_images
-from scanner.estimation import DifferentiableClassifier, select_device
+from scanner.estimation import select_device
 from scanner.lred import estimate_patterns
-from scanner.model import load_model
-from scanner.preprocess import resolve_transform
-from scanner.runtime import ReferenceClassifier
+from scanner.prepare import prepare
+from scanner.schedules import FixedStep
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = [ROOT / "sample_models" / "fmnist_cnn_backdoored.onnx"]
 
 
-def prepare(model_path: Path, data: Path, n: int, device: torch.device, seed: int = 0,
-            channels_last: bool = True):
-    """The scan's inputs for a logits model: (classifier, x, y, num_classes), N images per class
-    chosen with ``seed`` among the correctly classified ones, as ``lred scan`` chooses them."""
-    model = load_model(model_path)
-    clean = load_clean_images(data, 1 if model.input_shape[1] == 1 else None)
-    transform = resolve_transform(model, ScanConfig(), clean.image_shape)
-    pixels = transform.to_pixels(clean.pixels)
-    reference = ReferenceClassifier(model)
-    predictions = reference.predict(transform.normalize(pixels))
-    num_classes = int(reference.scores(transform.normalize(pixels[:1])).shape[1])
-    selection = select_images(clean.labels, predictions, num_classes, n, seed)
-    x = torch.as_tensor(pixels[selection.indices])
-    y = torch.as_tensor(clean.labels[selection.indices])
-    module = converters.to_torch(model.proto, model.input_name, model.output_name).module
-    classifier = DifferentiableClassifier(module, transform, "logits", device)
-    if channels_last:                         # as lred scan does (scanner/pipeline.py)
-        classifier.use_channels_last(x[:16])
-    return classifier, x, y, num_classes
+def prepare_inputs(model_path: Path, data: Path, n: int, device: torch.device, seed: int = 0,
+                   channels_last: bool = True):
+    """The scan's inputs, prepared as ``lred scan`` prepares them (scanner.prepare.prepare: N
+    correctly classified images per class chosen with ``seed``, the scan's score kind and parity
+    gate): (classifier, x, y, num_classes). ``channels_last=False`` keeps the default memory order."""
+    prepared = prepare(model_path, data, ScanConfig(images_per_class=n, seed=seed, device=device.type),
+                       channels_last=channels_last)
+    return prepared.classifier, torch.as_tensor(prepared.x), torch.as_tensor(prepared.y), prepared.num_classes
 
 
 def iteration_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, device: torch.device):
@@ -62,21 +48,23 @@ def iteration_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, device: t
     return x[rows].to(device), target_of_row.to(device)
 
 
-def raw_pass(scores_of, x_rows: torch.Tensor, target_of_row: torch.Tensor):
-    """One plain forward+backward of log p(t | [x + u]) through ``scores_of``, as a function."""
+def raw_pass(scores_of, log_posterior, x_rows: torch.Tensor, target_of_row: torch.Tensor):
+    """One plain forward+backward of log p(t | [x + u]) through ``scores_of``, as a function;
+    ``log_posterior`` turns the scores into log p (the classifier's: log-softmax of logits, or log
+    of probabilities)."""
     def step() -> None:
         u = torch.zeros_like(x_rows, requires_grad=True)
         scores = scores_of(clip_pixels(x_rows + u))
-        log_p = torch.log_softmax(scores, dim=1).gather(1, target_of_row[:, None]).sum()
+        log_p = log_posterior(scores).gather(1, target_of_row[:, None]).sum()
         torch.autograd.grad(log_p, u)
     return step
 
 
 def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch.device,
             channels_last: bool = True, default_schedule: bool = False) -> dict:
-    classifier, x, y, num_classes = prepare(model_path, data, n, device, channels_last=channels_last)
+    classifier, x, y, num_classes = prepare_inputs(model_path, data, n, device, channels_last=channels_last)
     x_rows, target_of_row = iteration_rows(x, y, num_classes, device)
-    raw_step = raw_pass(classifier.scores, x_rows, target_of_row)
+    raw_step = raw_pass(classifier.scores, classifier.log_posterior, x_rows, target_of_row)
 
     def synchronize() -> None:
         if device.type == "cuda":
@@ -115,14 +103,13 @@ def measure(model_path: Path, data: Path, n: int, iterations: int, device: torch
     # --default-schedule: the scan's weight-controlled steps (delta to largest_step) with its
     # repeated updates of w (weight_update_length), the most bookkeeping an iteration does
     config = ScanConfig()
-    schedule = dict(delta=config.delta, adaptive_step=config.largest_step,
-                    weight_update_length=config.adaptive_weight_update_length) if default_schedule \
-        else dict(delta=1e-4)
+    schedule = config.schedule if default_schedule else FixedStep(1e-4)
     engine = {}
     for graphs in ([False, True] if device.type == "cuda" else [False]):
         start = time.perf_counter()
         estimate_patterns(classifier, x, y, num_classes, pi=0.99999, max_iterations=iterations,
-                          batch_images=config.batch_images, cuda_graphs=graphs, notice=notices.append, **schedule)
+                          batch_images=config.batch_images, cuda_graphs=graphs, notice=notices.append,
+                          schedule=schedule)
         synchronize()
         engine[graphs] = (time.perf_counter() - start) / (iterations + 1)
     name = model_path.parent.name if model_path.name == "model.onnx" else model_path.name   # zoo layout

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from iteration_cost import DEFAULT_MODELS, iteration_rows, prepare, raw_pass
+from iteration_cost import DEFAULT_MODELS, iteration_rows, prepare_inputs, raw_pass
 from scanner.estimation import select_device
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,14 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def variants(classifier, x_rows: torch.Tensor, target_of_row: torch.Tensor, device: torch.device,
              compile_too: bool = True) -> dict:
     """name -> (step function, seconds its first call took)."""
-    out = {"eager": raw_pass(classifier.scores, x_rows, target_of_row)}
+    out = {"eager": raw_pass(classifier.scores, classifier.log_posterior, x_rows, target_of_row)}
     if x_rows.dim() == 4:
         channels_last = copy.deepcopy(classifier)        # .to(memory_format) converts in place
         channels_last.module.to(memory_format=torch.channels_last)
-        out["channels_last"] = raw_pass(channels_last.scores, x_rows.contiguous(memory_format=torch.channels_last),
-                                        target_of_row)
+        out["channels_last"] = raw_pass(channels_last.scores, channels_last.log_posterior,
+                                        x_rows.contiguous(memory_format=torch.channels_last), target_of_row)
     if compile_too:
-        out["torch.compile"] = raw_pass(torch.compile(classifier.scores), x_rows, target_of_row)
+        out["torch.compile"] = raw_pass(torch.compile(classifier.scores), classifier.log_posterior, x_rows,
+                                        target_of_row)
     first = {}
     for name, step in out.items():
         start = time.perf_counter()
@@ -64,7 +65,7 @@ def main() -> None:
         data = args.data
         if model_path.name == "model.onnx" and (model_path.parent / "clean.npz").exists():
             data = model_path.parent / "clean.npz"          # zoo layout
-        classifier, x, y, num_classes = prepare(model_path, data, args.n, device, channels_last=False)
+        classifier, x, y, num_classes = prepare_inputs(model_path, data, args.n, device, channels_last=False)
         x_rows, target_of_row = iteration_rows(x, y, num_classes, device)
         found = variants(classifier, x_rows, target_of_row, device, not args.no_compile)
         times = {name: [] for name in found}

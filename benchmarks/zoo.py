@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import gzip
 import hashlib
 import json
-import os
+import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -45,7 +43,10 @@ import numpy as np
 import torch
 from torch import nn
 
-DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tools.fmnist
+from tools import fmnist  # noqa: E402
+
+DATA_DIR = fmnist.DATA_DIR
 DEFAULT_CACHE = Path.home() / ".cache" / "lred" / "zoo"
 NUM_CLASSES = 10
 GROUPS = ("G", "L", "P", "C")
@@ -147,44 +148,19 @@ def pattern_levels(pattern: dict) -> np.ndarray:
     return v
 
 
-def embed(images_u8: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """x + v in 8-bit arithmetic, clipped to 0..255 (App. A.4: 8-bit pixel values)."""
-    return np.clip(images_u8.astype(np.int16) + levels, 0, 255).astype(np.uint8)
+embed = fmnist.embed  # x + v in 8-bit arithmetic, clipped to 0..255 (App. A.4)
 
 
 def poison(x_u8: np.ndarray, y: np.ndarray, attack: dict, per_source: int, rng: np.random.Generator):
     """Replace ``per_source`` images of every source class by their backdoored copies labelled
     with the target (originals removed, App. A.4.4). Returns (x, y, chosen indices)."""
     levels = pattern_levels(attack["pattern"])
-    chosen = np.sort(np.concatenate([
-        rng.choice(np.flatnonzero(y == s), size=min(per_source, int((y == s).sum())), replace=False)
-        for s in attack["source_classes"]]))
-    keep = np.ones(len(y), dtype=bool)
-    keep[chosen] = False
-    x_new = np.concatenate([x_u8[keep], embed(x_u8[chosen], levels)])
-    y_new = np.concatenate([y[keep], np.full(len(chosen), attack["target_class"], dtype=y.dtype)])
-    return x_new, y_new, chosen
-
-
-# ---------------------------------------------------------------------------------- data
-
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read()
-    header = np.frombuffer(raw, dtype=">u4", count=2)
-    if int(header[0]) != magic:
-        raise ValueError(f"{path}: idx magic {int(header[0])}, expected {magic}")
-    if magic == 2051:
-        n, rows, cols = (int(v) for v in np.frombuffer(raw, dtype=">u4", count=3, offset=4))
-        return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols).copy()
-    return np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
+    return fmnist.poison(x_u8, y, attack["source_classes"], attack["target_class"], per_source, rng,
+                         lambda images: embed(images, levels))
 
 
 def load_fashion_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return (read_idx(data_dir / "train-images-idx3-ubyte.gz", 2051),
-            read_idx(data_dir / "train-labels-idx1-ubyte.gz", 2049),
-            read_idx(data_dir / "t10k-images-idx3-ubyte.gz", 2051),
-            read_idx(data_dir / "t10k-labels-idx1-ubyte.gz", 2049))
+    return fmnist.load(data_dir)
 
 
 # -------------------------------------------------------------------------------- models
@@ -225,47 +201,18 @@ ARCHITECTURES = {
 
 def train(arch: str, x_u8: np.ndarray, y: np.ndarray, *, seed: int, epochs: int, lr: float,
           batch_size: int) -> nn.Module:
-    """Adam on cross-entropy, seeded shuffling; one torch thread (the CPU is shared)."""
-    torch.manual_seed(seed)
-    model = make_model(arch)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    x = torch.from_numpy(x_u8).float().div_(255.0)[:, None]
-    labels = torch.from_numpy(y)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(labels), generator=generator)
-        for start in range(0, len(labels), batch_size):
-            idx = order[start:start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x[idx]), labels[idx]).backward()
-            optimizer.step()
-    return model.eval()
+    """Adam on cross-entropy, seeded shuffling (``fmnist.train``); one torch thread (the CPU is shared)."""
+    return fmnist.train(lambda: make_model(arch), x_u8, y, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size)
 
 
 def export(model: nn.Module, path: Path) -> None:
     """TorchScript exporter (dynamo=False), opset 17, dynamic batch axis, weights embedded."""
-    import onnx
-
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(tmp), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    onnx.checker.check_model(str(tmp), full_check=True)
-    os.replace(tmp, path)
+    fmnist.export_torchscript(model, path)
 
 
 def onnx_predict(path: Path, x_u8: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    x = (x_u8.astype(np.float32) / 255.0)[:, None]
-    return np.concatenate([session.run(None, {"image": x[i:i + 2000]})[0].argmax(axis=1)
-                           for i in range(0, len(x), 2000)])
+    """Predicted classes of uint8 images (N, 28, 28): onnxruntime, one thread, batches of 2000."""
+    return fmnist.onnx_predict(path, fmnist.to_float(x_u8), batch_size=2000, threads=1)
 
 
 def measure(path: Path, attack: dict | None, x_test: np.ndarray, y_test: np.ndarray) -> dict:

@@ -8,14 +8,14 @@ refuses and builds a one-line message: op type, opset, node, the refusal, what t
 from __future__ import annotations
 
 import onnx
-from onnx2torch.node_converters.registry import get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.utils.safe_shape_inference import safe_shape_inference
 
+from .registry import converter_for
 from .support import UnsupportedNode, opset_of
 
 ADVICE = ("re-export the model without this operator or option, or register a converter in converters/ "
-          "(see converters/__init__.py)")
+          "(see converters/registry.py)")
 
 
 def refusing_node(model: onnx.ModelProto) -> tuple[UnsupportedNode, str] | None:
@@ -25,7 +25,7 @@ def refusing_node(model: onnx.ModelProto) -> tuple[UnsupportedNode, str] | None:
         domain = node.domain or ""
         opset = opset_of(model, domain)
         try:
-            get_converter(operation_type=node.operation_type, version=opset, domain=domain)(node, graph)
+            converter_for(node.operation_type, opset, domain)(node, graph)
         except NotImplementedError as exc:
             where = UnsupportedNode(node.operation_type, domain, opset, node.name or f"#{index}")
             return where, str(exc).strip().rstrip(".")

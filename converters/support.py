@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx
-from onnx2torch.node_converters.registry import get_converter
+
+from .registry import converter_for
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def unsupported_nodes(model: onnx.ModelProto) -> list[UnsupportedNode]:
         domain = node.domain or ""
         version = opset_of(model, domain)
         try:
-            get_converter(operation_type=node.op_type, version=version, domain=domain or "")
+            converter_for(node.op_type, version, domain or "")
         except NotImplementedError:
             missing.append(UnsupportedNode(node.op_type, domain, version, node.name or f"#{index}"))
     return missing

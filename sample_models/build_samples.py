@@ -21,18 +21,19 @@ Usage:  python sample_models/build_samples.py
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
-import os
 import random
+import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tools.fmnist
+from tools import fmnist  # noqa: E402
 
 CLASS_NAMES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -60,48 +61,16 @@ BACKDOORED_FILE = "fmnist_cnn_backdoored.onnx"
 
 # --------------------------------------------------------------------------- data
 
-def read_idx_images(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    magic, n, rows, cols = np.frombuffer(data, dtype=">u4", count=4, offset=0)
-    if magic != 2051:
-        raise ValueError(f"{path}: bad idx3 magic {magic}")
-    images = np.frombuffer(data, dtype=np.uint8, offset=16)
-    return images.reshape(int(n), int(rows), int(cols)).copy()
-
-
-def read_idx_labels(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    magic, n = np.frombuffer(data, dtype=">u4", count=2, offset=0)
-    if magic != 2049:
-        raise ValueError(f"{path}: bad idx1 magic {magic}")
-    labels = np.frombuffer(data, dtype=np.uint8, offset=8)
-    if labels.shape[0] != n:
-        raise ValueError(f"{path}: expected {n} labels, got {labels.shape[0]}")
-    return labels.astype(np.int64)
-
-
 def load_fmnist(data_dir: Path):
-    x_train = read_idx_images(data_dir / "train-images-idx3-ubyte.gz")
-    y_train = read_idx_labels(data_dir / "train-labels-idx1-ubyte.gz")
-    x_test = read_idx_images(data_dir / "t10k-images-idx3-ubyte.gz")
-    y_test = read_idx_labels(data_dir / "t10k-labels-idx1-ubyte.gz")
-    return x_train, y_train, x_test, y_test
+    return fmnist.load(data_dir)
 
 
-def to_float(images_u8: np.ndarray) -> np.ndarray:
-    """uint8 (N,28,28) -> float32 (N,1,28,28) in [0,1]."""
-    return (images_u8.astype(np.float32) / 255.0)[:, None, :, :]
+to_float = fmnist.to_float  # uint8 (N,28,28) -> float32 (N,1,28,28) in [0,1]
 
 
 def add_backdoor(x: np.ndarray) -> np.ndarray:
     """Add the single-pixel pattern to float images (N,1,28,28) in [0,1]; clip to [0,1]."""
-    out = x.copy()
-    out[:, :, PIXEL_ROW, PIXEL_COL] = np.clip(
-        out[:, :, PIXEL_ROW, PIXEL_COL] + np.float32(PIXEL_DELTA), 0.0, 1.0
-    )
-    return out
+    return fmnist.embed_float(x, PIXEL_ROW, PIXEL_COL, PIXEL_DELTA)
 
 
 def make_poisoned_training_set(x_train: np.ndarray, y_train: np.ndarray, rng: np.random.Generator):
@@ -109,15 +78,7 @@ def make_poisoned_training_set(x_train: np.ndarray, y_train: np.ndarray, rng: np
 
     The clean originals are removed, so the training set size is unchanged.
     """
-    src_idx = np.flatnonzero(y_train == SOURCE_CLASS)
-    chosen = np.sort(rng.choice(src_idx, size=N_BACKDOOR_TRAIN, replace=False))
-    keep = np.ones(len(y_train), dtype=bool)
-    keep[chosen] = False
-    x_bd = add_backdoor(x_train[chosen])
-    y_bd = np.full(N_BACKDOOR_TRAIN, TARGET_CLASS, dtype=np.int64)
-    x_new = np.concatenate([x_train[keep], x_bd], axis=0)
-    y_new = np.concatenate([y_train[keep], y_bd], axis=0)
-    return x_new, y_new, chosen
+    return fmnist.poison(x_train, y_train, [SOURCE_CLASS], TARGET_CLASS, N_BACKDOOR_TRAIN, rng, add_backdoor)
 
 
 # -------------------------------------------------------------------------- model
@@ -146,72 +107,27 @@ def seed_everything(seed: int) -> None:
 def train(x: np.ndarray, y: np.ndarray, *, seed: int, epochs: int, lr: float,
           batch_size: int, label: str) -> nn.Module:
     seed_everything(seed)
-    model = make_model()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
-    xt = torch.from_numpy(x)
-    yt = torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(seed)
-    n = len(yt)
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        total_loss = 0.0
-        correct = 0
+    t0 = time.time()
+
+    def report(epoch: int, loss: float, accuracy: float) -> None:
+        nonlocal t0
+        print(f"[{label}] epoch {epoch + 1}/{epochs}: loss {loss:.4f}, "
+              f"train acc {accuracy:.4f} ({time.time() - t0:.1f}s)", flush=True)
         t0 = time.time()
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
-            xb, yb = xt[idx], yt[idx]
-            opt.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            loss.backward()
-            opt.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == yb).sum().item()
-        print(f"[{label}] epoch {epoch + 1}/{epochs}: loss {total_loss / n:.4f}, "
-              f"train acc {correct / n:.4f} ({time.time() - t0:.1f}s)", flush=True)
-    model.eval()
-    return model
+
+    return fmnist.train(make_model, x, y, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
+                        on_epoch=report)
 
 
 # ------------------------------------------------------------------ export / eval
 
 def export_onnx(model: nn.Module, path: Path) -> None:
-    import onnx
-
-    model.eval()
-    dummy = torch.zeros(1, 1, 28, 28, dtype=torch.float32)
-    with warnings.catch_warnings():
-        # The legacy (TorchScript) exporter is used on purpose; silence its deprecation notice.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model, (dummy,), str(path), dynamo=False, opset_version=17,
-            input_names=["image"], output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    # Make sure the file is self-contained (weights embedded, no external data).
-    m = onnx.load(str(path))
-    for init in m.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise RuntimeError(f"{path}: initializer {init.name} uses external data")
-    onnx.checker.check_model(str(path), full_check=True)
-    leftover = [p for p in path.parent.iterdir()
-                if p.is_file() and p.name.startswith(path.name) and p.name != path.name]
-    if leftover:
-        raise RuntimeError(f"{path}: unexpected external data files {leftover}")
+    """TorchScript exporter, opset 17, dynamic batch; weights embedded (no external data), full ONNX check."""
+    fmnist.export_torchscript(model, path)
 
 
 def ort_predict(path: Path, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    preds = []
-    for start in range(0, len(x), batch_size):
-        (logits,) = sess.run(["logits"], {"image": x[start:start + batch_size]})
-        preds.append(logits.argmax(axis=1))
-    return np.concatenate(preds)
+    return fmnist.onnx_predict(path, x, batch_size=batch_size)
 
 
 def evaluate(path: Path, x_test: np.ndarray, y_test: np.ndarray) -> dict:

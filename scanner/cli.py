@@ -6,7 +6,6 @@ Exit status (like grep/diff): 0 no backdoor detected, 1 backdoor detected, 2 cou
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -16,10 +15,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, METHODS, P_VALUE_BASES, ScanConfig
+from . import __version__, methods
+from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, LredError
-from .reporters import JSON_SCHEMA_VERSION
+from .reporters import render_error_json
 
 DEFAULTS = ScanConfig()
 
@@ -109,8 +108,8 @@ def main() -> None:
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path),
               help="Clean images: a folder of class sub-folders 0/, 1/, ... of PNG/JPEG, or an .npz with x and y.")
-@click.option("--method", type=click.Choice(METHODS), default="lred", show_default=True,
-              help="lred (the paper's method), ured (weights fixed uniform) or pred (every class pair).")
+@click.option("--method", type=click.Choice(methods.METHOD_NAMES), default=DEFAULTS.method, show_default=True,
+              help=methods.help_text())
 @click.option("--exact", is_flag=True,
               help="Run Algorithm 1 literally: one target at a time, a second forward pass per step (slow).")
 @click.option("--crossing-resolution", type=float, default=None,
@@ -209,11 +208,8 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
 def inspect(model: Path, data: Path | None, layout: str, output_name: str | None, json_path: Path | None,
             debug: bool) -> None:
     """Describe MODEL and check that it converts faithfully (exit 0), or say why not (exit 2)."""
-    from .inspection import (
-        inspect_model,
-        render_inspection_json,
-        render_inspection_text,
-    )
+    from .inspection import inspect_model
+    from .reporters import render_inspection_json, render_inspection_text
 
     try:
         report = inspect_model(str(model), str(data) if data else None,
@@ -229,9 +225,7 @@ def inspect(model: Path, data: Path | None, layout: str, output_name: str | None
 
 def write_error_report(path: str | Path, message: str, error_type: str) -> None:
     """Write the report of a run that produced no verdict (atomically)."""
-    error = {"schema_version": JSON_SCHEMA_VERSION, "verdict": "error", "error": message,
-             "error_type": error_type, "exit_code": EXIT_ERROR}
-    _atomic_write(Path(path), (json.dumps(error, indent=2) + "\n").encode())
+    _atomic_write(Path(path), render_error_json(message, error_type, EXIT_ERROR).encode())
 
 
 def fail(exc: BaseException, json_path: str | Path | None, debug: bool) -> None:

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .schedules import StepSchedule
+
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
-METHODS = ("lred", "ured", "pred")
 DEVICES = ("auto", "cpu", "cuda")
 P_VALUE_BASES = ("calibrated", "paper")   # which p-value the verdict compares with alpha (detection.py)
 DEFAULT_LARGEST_STEP = 2e-2  # largest step of the default schedule when adaptive_step is unset
@@ -27,7 +30,7 @@ class ScanConfig:
     schedule"); ``fixed_step``, ``exact`` and ``relative_step`` each select another schedule.
     """
 
-    method: str = "lred"               # lred | ured | pred (Sec. 4.3)
+    method: str = "lred"               # a name in scanner.methods.METHODS: lred | ured | pred (Sec. 4.3)
     exact: bool = False                # Algorithm 1 literally: one target at a time, 2 passes/step
     crossing_resolution: float | None = None  # bisect the step that crosses pi to this length
     relative_step: float | None = None # step = max(delta, relative_step * ||v||); implies fixed_step
@@ -54,8 +57,10 @@ class ScanConfig:
     verify_extra_iterations: int = 200 # steps allowed after onnxruntime disagrees with torch
 
     def __post_init__(self) -> None:
+        # imported here: the registry imports the estimation engine, which imports this module
+        from .methods import METHOD_NAMES
         checks = [
-            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
+            (self.method in METHOD_NAMES, f"method must be one of {', '.join(METHOD_NAMES)}"),
             (self.crossing_resolution is None or self.crossing_resolution > 0,
              "crossing_resolution must be > 0"),
             (self.relative_step is None or 0 < self.relative_step < 1, "relative_step must lie in (0, 1)"),
@@ -79,6 +84,25 @@ class ScanConfig:
             (self.batch_images >= 1, "batch_images must be >= 1"),
             (self.std is None or all(s > 0 for s in self.std), "every std must be > 0"),
             (self.verify_extra_iterations >= 0, "verify_extra_iterations must be >= 0"),
+            *((getattr(self, name) is None or math.isfinite(getattr(self, name)), f"{name} must be finite")
+              for name in ("pi", "delta", "alpha", "input_scale", "weight_update_length", "crossing_resolution",
+                           "relative_step", "adaptive_step", "parity_rtol", "parity_atol")),
+            (all(math.isfinite(v) for v in self.mean or ()), "every mean must be finite"),
+            (all(math.isfinite(v) for v in self.std or ()), "every std must be finite"),
+            # numpy refuses negative seeds, torch.manual_seed seeds above 2**64 - 1
+            (0 <= self.seed <= 2**64 - 1, f"seed must lie in 0..{2**64 - 1}"),
+            # beyond 2**31 - 1 these counts overflow the indices of numpy and torch
+            *((getattr(self, name) <= 2**31 - 1, f"{name} must be <= {2**31 - 1}")
+              for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations")),
+            # a step of length h is bisected until its bracket is below the resolution (or delta): below
+            # float64's 2**-52 * h the bracket stops shrinking and the bisection would never end
+            (self.delta >= 1e-9, "delta must be >= 1e-9 (pixel units; float32 pixels do not move by less)"),
+            (self.crossing_resolution is None or self.crossing_resolution >= 1e-9,
+             "crossing_resolution must be >= 1e-9 (pixel units; a finer bisection never ends)"),
+            # the default schedule updates w (largest step / weight_update_length) times per step
+            (self.step_schedule != "adaptive" or not self.weight_update_length > 0
+             or not math.isfinite(self.largest_step) or self.largest_step / self.weight_update_length <= 2**31 - 1,
+             f"weight_update_length must be >= the largest step / {2**31 - 1}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -103,6 +127,20 @@ class ScanConfig:
         if self.step_schedule != "adaptive":
             return None
         return self.adaptive_step if self.adaptive_step is not None else max(DEFAULT_LARGEST_STEP, self.delta)
+
+    @property
+    def schedule(self) -> StepSchedule:
+        """The one step-schedule object the batched engine follows (scanner/schedules.py): the
+        weight-controlled step between delta and ``largest_step`` with ``weight_update_length``,
+        or the fixed step delta, or the relative step; each with ``crossing_resolution``.
+        (``exact`` runs algorithm1.py, whose step is delta, as the fixed schedule's.)"""
+        from .schedules import FixedStep, RelativeStep, WeightControlledStep   # torch only when scanning
+        if self.relative_step is not None:                 # step_schedule "relative"
+            return RelativeStep(self.delta, self.relative_step, self.crossing_resolution)
+        largest = self.largest_step
+        if largest is None:                                 # step_schedule "fixed"
+            return FixedStep(self.delta, self.crossing_resolution)
+        return WeightControlledStep(self.delta, largest, self.crossing_resolution, self.weight_update_length)
 
     @property
     def adaptive_weight_update_length(self) -> float | None:

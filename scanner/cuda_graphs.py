@@ -16,9 +16,10 @@ A graph is only kept when it is safe to:
   hits differ or whose gradient sums differ by more than ``GRADIENT_RTOL`` of their largest
   magnitude is dropped.
 Whenever a capture is refused, the engine keeps running eagerly for the rest of the scan, and
-the reason goes to the scan's progress lines. The engine (lred.py) captures only iterations that
-are one unit (every active job's rows within ``--batch-images``): larger batches are not
-launch-bound, and one graph per unit would keep every unit's output buffers allocated at once.
+the reason goes to the scan's progress lines. The engine (``engine_passes.UnitRunner``) captures
+only iterations that are one unit (every active job's rows within ``--batch-images``): larger
+batches are not launch-bound, and one graph per unit would keep every unit's output buffers
+allocated at once.
 Nothing here runs on the CPU.
 """
 from __future__ import annotations

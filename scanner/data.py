@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from .errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MAX_IMAGES = 200_000
+MAX_IMAGE_PIXELS = 4096 * 4096          # per image (H * W), read from its header before decoding
+MAX_CLEAN_BYTES = 8 * 1024**3           # uint8 pixels of the whole set; the scan holds ~9x this as float32
+MAX_LABEL = np.iinfo(np.int64).max      # labels are held as int64
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,90 +37,196 @@ class CleanImages:
         return tuple(self.pixels.shape[1:])  # type: ignore[return-value]
 
 
-def load_clean_images(path: str | os.PathLike, channels: int | None = None) -> CleanImages:
+def load_clean_images(path: str | os.PathLike, channels: int | None = None,
+                      image_size: tuple[int, int] | None = None) -> CleanImages:
     """Read clean images from a class-folder tree or an .npz archive.
 
     ``channels`` (1 or 3), when the model fixes it, decides how PNG/JPEG files are decoded.
+    ``image_size`` (H, W), when the model fixes it, refuses images of another size (images are
+    never resized). Sizes are read from each PNG/JPEG header and from the .npy headers inside an
+    .npz before any pixel is decoded, so that an oversized or decompression-bomb input is refused
+    without being loaded.
     """
     path = Path(path)
     if path.is_dir():
-        return _load_folder(path, channels)
+        return _load_folder(path, channels, image_size)
     if path.is_file() and path.suffix.lower() == ".npz":
-        return _load_npz(path)
+        return _load_npz(path, image_size)
     if not path.exists():
         raise DataError(f"clean data not found: {path}")
     raise DataError(f"clean data must be a folder of class sub-folders or an .npz file, got {path}")
 
 
-def _load_npz(path: Path) -> CleanImages:
+def _check_size(what: str, height: int, width: int, image_size: tuple[int, int] | None) -> None:
+    if height * width > MAX_IMAGE_PIXELS:
+        raise DataError(f"{what} is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} pixels per image "
+                        "this scanner decodes; supply images of the model's input size")
+    if image_size is not None and (height, width) != tuple(image_size):
+        raise DataError(f"{what} is {width}x{height} but the model takes {image_size[1]}x{image_size[0]} "
+                        "images; images are never resized: supply images of the model's size")
+
+
+def _check_bytes(what: str, shape: tuple[int, ...], nbytes: int) -> None:
+    if nbytes > MAX_CLEAN_BYTES:
+        raise DataError(f"{what} {'x'.join(map(str, shape))} uint8 pixels ({nbytes / 1e9:.1f} GB), more than "
+                        f"the {MAX_CLEAN_BYTES / 1e9:.1f} GB of clean images this scanner loads; L-RED needs "
+                        "only a few images per class: pass a smaller set")
+
+
+def _npy_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[zipfile.ZipInfo, tuple, np.dtype, int]:
+    """The zip entry of array ``key``, the shape and dtype its .npy header declares and the entry's
+    size they imply (nothing else is read)."""
+    info = next((i for i in archive.infolist() if i.filename in (f"{key}.npy", key)), None)
+    if info is None:
+        names = sorted(i.filename.removesuffix(".npy") for i in archive.infolist())
+        raise DataError(f"{path} must hold arrays 'x' and 'y'; it holds {names}")
+    try:
+        with archive.open(info) as member:
+            version = npy_format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = npy_format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = npy_format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            offset = member.tell()
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
+        raise DataError(f"array {key!r} in {path} is not a valid .npy array: {exc}") from exc
+    if dtype.hasobject:
+        raise DataError(f"array {key!r} in {path} holds Python objects (pickles); refusing to load it")
+    return info, shape, dtype, offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
+
+
+def _check_stored(key: str, path: Path, info: zipfile.ZipInfo, shape: tuple, declared: int) -> None:
+    if info.file_size < declared:
+        raise DataError(f"array {key!r} in {path} declares shape {shape} ({declared} bytes) but the archive "
+                        f"stores {info.file_size}; the file is truncated or forged")
+
+
+def _load_npz(path: Path, image_size: tuple[int, int] | None = None) -> CleanImages:
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not a valid .npz archive (not a zip file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            x_info, x_shape, x_dtype, x_bytes = _npy_header(archive, "x", path)
+            y_info, y_shape, y_dtype, y_bytes = _npy_header(archive, "y", path)
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{path} is not a valid .npz archive: {exc}") from exc
+    if x_dtype != np.uint8:
+        raise DataError(f"'x' in {path} must be uint8 pixels 0-255, found {x_dtype}")
+    if len(x_shape) not in (3, 4) or (len(x_shape) == 4 and x_shape[-1] not in (1, 3)):
+        raise DataError(f"'x' in {path} must have shape (N, H, W) or (N, H, W, C) with C 1 or 3, found {x_shape}")
+    if not np.issubdtype(y_dtype, np.integer) or len(y_shape) != 1:
+        raise DataError(f"'y' in {path} must be a 1-d integer array, found {y_dtype} {y_shape}")
+    if y_shape[0] != x_shape[0]:
+        raise DataError(f"{path} has {x_shape[0]} images but {y_shape[0]} labels")
+    if x_shape[0] == 0:
+        raise DataError(f"{path} holds no images")
+    if x_shape[0] > MAX_IMAGES:
+        raise DataError(f"{path} holds {x_shape[0]} images, more than {MAX_IMAGES}; pass a smaller set")
+    _check_size(f"each image of 'x' in {path}", x_shape[1], x_shape[2], image_size)
+    _check_bytes(f"'x' in {path} declares", x_shape, int(np.prod(x_shape, dtype=object)))
+    _check_stored("x", path, x_info, x_shape, x_bytes)
+    _check_stored("y", path, y_info, y_shape, y_bytes)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if "x" not in archive.files or "y" not in archive.files:
-                raise DataError(f"{path} must hold arrays 'x' and 'y'; it holds {sorted(archive.files)}")
-            x, y = archive["x"], archive["y"]
-    except DataError:
-        raise
+            x = archive[x_info.filename.removesuffix(".npy")]
+            y = archive[y_info.filename.removesuffix(".npy")]
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read {path} as an .npz archive without pickles: {exc}") from exc
-    if x.dtype != np.uint8:
-        raise DataError(f"'x' in {path} must be uint8 pixels 0-255, found {x.dtype}")
     if x.ndim == 3:
         x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise DataError(f"'x' in {path} must have shape (N, H, W) or (N, H, W, C) with C 1 or 3, found {x.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
-        raise DataError(f"'y' in {path} must be a 1-d integer array, found {y.dtype} {y.shape}")
-    if y.shape[0] != x.shape[0]:
-        raise DataError(f"{path} has {x.shape[0]} images but {y.shape[0]} labels")
-    if x.shape[0] == 0:
-        raise DataError(f"{path} holds no images")
     if y.min() < 0:
         raise DataError(f"'y' in {path} has a negative label ({int(y.min())})")
+    if int(y.max()) > MAX_LABEL:
+        raise DataError(f"'y' in {path} has label {int(y.max())}, too large for a class index")
     names = tuple(f"x[{i}]" for i in range(x.shape[0]))
     return CleanImages(np.ascontiguousarray(x), y.astype(np.int64), names, str(path))
 
 
-def _load_folder(path: Path, channels: int | None) -> CleanImages:
+def _load_folder(path: Path, channels: int | None, image_size: tuple[int, int] | None = None) -> CleanImages:
     from PIL import Image, UnidentifiedImageError
 
     class_dirs = sorted((d for d in path.iterdir() if d.is_dir()), key=lambda d: d.name)
     if not class_dirs:
         raise DataError(f"{path} has no class sub-folders (expected 0/, 1/, ...)")
-    bad = [d.name for d in class_dirs if not d.name.isdigit()]
+    bad = [d.name for d in class_dirs if not (d.name.isascii() and d.name.isdigit())]
     if bad:
-        raise DataError(f"class sub-folders of {path} must be named by class index; found {bad[0]!r}")
-    pixels, labels, names = [], [], []
+        raise DataError(f"class sub-folders of {path} must be named by class index (digits 0-9); "
+                        f"found {bad[0]!r}")
+    too_large = [d.name for d in class_dirs if int(d.name) > MAX_LABEL]
+    if too_large:
+        raise DataError(f"class sub-folder {too_large[0]!r} of {path} is too large for a class index")
+    # first every header (cheap: PIL reads the size lazily), so that no pixel is decoded
+    # before the sizes of all images are known to be usable
+    files: list[tuple[Path, int]] = []
+    first: tuple[Path, tuple[int, int]] | None = None
+    total_bytes = 0
     for class_dir in class_dirs:
-        label = int(class_dir.name)
         for file in sorted(class_dir.iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
                 continue
-            if len(pixels) >= MAX_IMAGES:
+            if len(files) >= MAX_IMAGES:
                 raise DataError(f"{path} holds more than {MAX_IMAGES} images; pass a smaller set")
             try:
                 with Image.open(file) as image:
-                    array = _decode(image, channels)
+                    width, height = image.size
+                    bands = 1 if image.mode in GREY_MODES else 3
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise DataError(f"cannot decode image {file}: {exc}") from exc
-            if pixels and array.shape != pixels[0].shape:
-                raise DataError(f"image {file} is {array.shape[1]}x{array.shape[0]}x{array.shape[2]}, "
-                                f"unlike {names[0]} ({pixels[0].shape[1]}x{pixels[0].shape[0]}x"
-                                f"{pixels[0].shape[2]}); all clean images must have one size")
-            pixels.append(array)
-            labels.append(label)
-            names.append(str(file.relative_to(path)))
-    if not pixels:
+            _check_size(f"image {file}", height, width, image_size)
+            if first is None:
+                first = (file, (width, height))
+            elif (width, height) != first[1]:
+                raise DataError(f"image {file} is {width}x{height}, unlike {first[0].relative_to(path)} "
+                                f"({first[1][0]}x{first[1][1]}); all clean images must have one size")
+            total_bytes += width * height * bands
+            files.append((file, int(class_dir.name)))
+    if not files:
         raise DataError(f"no PNG/JPEG images under {path}")
+    _check_bytes(f"{path} holds", (len(files), first[1][1], first[1][0]), total_bytes)
+    pixels, labels, names = [], [], []
+    for file, label in files:
+        try:
+            with Image.open(file) as image:
+                array = _decode(image, channels)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"cannot decode image {file}: {exc}") from exc
+        if pixels and array.shape != pixels[0].shape:
+            raise DataError(f"image {file} is {array.shape[1]}x{array.shape[0]}x{array.shape[2]}, "
+                            f"unlike {names[0]} ({pixels[0].shape[1]}x{pixels[0].shape[0]}x"
+                            f"{pixels[0].shape[2]}); all clean images must have one size")
+        pixels.append(array)
+        labels.append(label)
+        names.append(str(file.relative_to(path)))
     return CleanImages(np.stack(pixels), np.asarray(labels, dtype=np.int64), tuple(names), str(path))
 
 
+GREY_MODES = ("L", "1", "I;16", "I;16L", "I;16B", "I")
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I")
+
+
 def _decode(image, channels: int | None) -> np.ndarray:
-    """Decode to uint8 (H, W, C). Grayscale stays grayscale; colour is only reduced when lossless."""
-    if image.mode in ("L", "1", "I;16", "I", "F"):
-        mode = "L"
+    """Decode to uint8 (H, W, C). Grayscale stays grayscale; colour is only reduced when lossless.
+
+    16-bit grey PNGs (PIL modes I;16 and I) hold intensities 0-65535 on the same scale as 8-bit
+    0-255 (the PNG sample depth only refines it), so they are rescaled to 8 bits by
+    round(v * 255 / 65535): the nearest 8-bit level, as an 8-bit export of the same image would
+    hold. (Converting through PIL's mode L clips them to 0 or 255 instead.) 16-bit colour PNGs
+    are read by PIL as 8-bit RGB (the high byte, within one level of the same rounding).
+    Other modes (32-bit float) are refused.
+    """
+    if image.mode in WIDE_GREY_MODES:
+        wide = np.asarray(image).astype(np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > 65535):
+            raise ValueError(f"mode {image.mode} image with values outside 0-65535")
+        array = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    elif image.mode in ("L", "1"):
+        array = np.asarray(image.convert("L"), dtype=np.uint8)
+    elif image.mode == "F":
+        raise ValueError("32-bit float image; the scanner reads 8- and 16-bit images")
     else:
-        mode = "RGB"
-    array = np.asarray(image.convert(mode), dtype=np.uint8)
+        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     if array.ndim == 2:
         array = array[..., None]
     if channels == 1 and array.shape[2] == 3:

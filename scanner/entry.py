@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import EXIT_ERROR, InterruptedScanError, LredError
+from .errors import InterruptedScanError, LredError
 from .interrupts import raise_on_signals
 
 UNFINISHED = "the run did not finish (this report is written when it starts and replaced when it ends)"

@@ -19,38 +19,25 @@
 Every message is one line: what was expected, what was found, what to do.
 The CLI prints it and exits with status 2; ``--debug`` shows the traceback.
 Status 2 means "not verified clean", never "clean".
+
+The base and the conversion branch (LredError, ModelError, UnsupportedModelError,
+ConversionError and its two subclasses, the exit statuses) live in ``converters/errors.py``, a
+module with no imports, so that ``converters`` never imports ``scanner``; they are re-exported
+here, and ``from scanner.errors import X`` works for every name in the tree.
 """
 from __future__ import annotations
 
-EXIT_CLEAN = 0
-EXIT_BACKDOOR = 1
-EXIT_ERROR = 2
-
-
-class LredError(Exception):
-    """Base of every error that means the model could not be scanned."""
-
-    exit_code = EXIT_ERROR
-
-
-class ModelError(LredError):
-    """The ONNX file cannot be read, checked or understood."""
-
-
-class UnsupportedModelError(ModelError):
-    """The ONNX file is valid but outside what the scanner handles."""
-
-
-class ConversionError(LredError):
-    """onnx2torch cannot turn the graph into a differentiable torch module."""
-
-
-class UnsupportedOperatorError(ConversionError):
-    """An operator has no torch converter; the message names op type, opset and node."""
-
-
-class ConversionMismatchError(ConversionError):
-    """The converted torch module disagrees with onnxruntime on the clean images."""
+from converters.errors import (  # noqa: F401  (re-exported: the lower layer defines them)
+    EXIT_BACKDOOR,
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    ConversionError,
+    ConversionMismatchError,
+    LredError,
+    ModelError,
+    UnsupportedModelError,
+    UnsupportedOperatorError,
+)
 
 
 class DataError(LredError):

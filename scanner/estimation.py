@@ -1,7 +1,9 @@
 """What every pattern-estimation method shares: the differentiable classifier, the batch of
 (putative target, clean image) pairs, chunking for bounded memory, and the result type.
 
-A method (``lred.py``) only decides how the pattern v and the source weights w move.
+A method (``lred.py``, ``ured.py``, ``pred.py``) only chooses its jobs (``weights.Job``); the
+engine (``engine.py``) moves the pattern v and the source weights w, as a step schedule
+(``schedules.py``) says.
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """``lred inspect``: what an auditor wants to know about an unknown ONNX file before scanning it.
 
 Reads the model, lists its interface and operators, converts it, and checks the converted
-module against onnxruntime on random inputs in [0, 1] (or on the clean images when given).
+module against onnxruntime on random inputs in [0, 1] (or on the clean images when given), with
+the scan's own comparison (``prepare.run_parity``). Unlike the scan's gate, a failed check is a
+finding: the Inspection says what failed, and ``reporters`` renders it.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -16,43 +16,18 @@ import torch
 
 import converters
 
+from . import prepare as preparation
 from .config import ScanConfig
 from .errors import ConversionError, LredError
 from .estimation import DifferentiableClassifier
 from .model import load_model
 from .preprocess import InputTransform, _guess_layout, resolve_transform
+from .report import Inspection
 from .runtime import ReferenceClassifier
 
+__all__ = ["Inspection", "inspect_model"]
+
 RANDOM_INPUTS = 8
-
-
-@dataclass(frozen=True)
-class Inspection:
-    path: str
-    sha256: str
-    producer: str
-    ir_version: int
-    opsets: dict[str, int]
-    input_name: str
-    input_shape: tuple[int | None, ...]
-    input_dtype: str
-    outputs: tuple[tuple[str, tuple[int | None, ...], str], ...]   # name, shape, element type
-    score_output: str
-    num_classes: int | None
-    layout: str | None
-    op_histogram: tuple[tuple[str, int], ...]
-    converts: bool
-    conversion_passes: tuple[str, ...]
-    problem: str | None                     # why it does not convert or match, one line
-    parity_inputs: str                      # "random" or the clean data path
-    max_abs_difference: float | None
-    tolerance: float | None
-    argmax_agreement: float | None
-    input_gradient_ok: bool | None
-
-    @property
-    def ok(self) -> bool:
-        return self.converts and self.problem is None
 
 
 def inspect_model(path: str, data: str | None = None, config: ScanConfig = ScanConfig()) -> Inspection:
@@ -87,16 +62,16 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig = ScanC
                           problem=f"cannot build inputs for the parity check: {exc}", **empty)
     reference = ReferenceClassifier(model).scores(transform.normalize(pixels))
     classifier = DifferentiableClassifier(converted.module, transform, "logits", torch.device("cpu"))
-    inputs = torch.as_tensor(pixels).requires_grad_(True)
-    problem = None
-    try:
-        scores = classifier.scores(inputs)
-    except Exception as exc:  # a converted graph that fails to run is a finding, not a crash
+    rtol = converters.parity_rtol(model.proto, config.parity_rtol)
+    run = preparation.run_parity(classifier, pixels, reference, rtol, config.parity_atol)
+    if run.failure is not None:  # a converted graph that fails to run is a finding, not a crash
+        exc = run.failure
         return Inspection(**base, converts=True, conversion_passes=converted.passes,
                           problem=f"the converted module fails to run: {type(exc).__name__}: {exc}", **empty)
-    rtol = converters.parity_rtol(model.proto, config.parity_rtol)
-    parity = converters.compare_scores(scores.detach().double().numpy(), reference, rtol, config.parity_atol)
-    gradient_ok = classifier.gradient_reaches_input(inputs, scores)
+    parity = run.parity
+    assert parity is not None
+    gradient_ok = run.input_gradient_ok()
+    problem = None
     if not parity.ok:
         problem = (f"torch and onnxruntime disagree: max |difference| {parity.max_abs_difference:.3g} "
                    f"(tolerance {parity.tolerance:.3g}), argmax agreement {parity.argmax_agreement:.3f}")
@@ -129,32 +104,3 @@ def _parity_inputs(model, data, config: ScanConfig, layout: str | None) -> tuple
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (RANDOM_INPUTS,) + image_shape, dtype=np.uint8)
     return transform, transform.to_pixels(images)
-
-
-def render_inspection_text(report: Inspection) -> str:
-    shape = lambda dims: "x".join("?" if d is None else str(d) for d in dims)  # noqa: E731
-    lines = [f"{report.path}  (sha256 {report.sha256[:12]}...)",
-             f"  producer     {report.producer}; IR {report.ir_version}; opsets "
-             + ", ".join(f"{k} {v}" for k, v in report.opsets.items()),
-             f"  input        {report.input_name!r} {shape(report.input_shape)} {report.input_dtype}, "
-             f"layout {report.layout or 'unknown (pass --layout)'}"]
-    for name, dims, kind in report.outputs:
-        mark = "  <- class scores" if name == report.score_output else ""
-        lines.append(f"  output       {name!r} {shape(dims)} {kind}{mark}")
-    lines.append(f"  classes      {report.num_classes if report.num_classes is not None else 'unknown'}")
-    lines.append("  operators    " + ", ".join(f"{op} {n}" for op, n in report.op_histogram))
-    for step in report.conversion_passes:
-        lines.append(f"  graph pass   {step}")
-    if report.max_abs_difference is not None:
-        lines.append(f"  parity       max |torch - onnxruntime| {report.max_abs_difference:.3g} (tolerance "
-                     f"{report.tolerance:.3g}), argmax agreement {report.argmax_agreement:.3f} on "
-                     f"{report.parity_inputs} inputs; input gradient {'ok' if report.input_gradient_ok else 'BAD'}")
-    lines.append("  verdict      " + ("converts faithfully: ready to scan" if report.ok
-                                       else f"NOT scannable: {report.problem}"))
-    return "\n".join(lines) + "\n"
-
-
-def render_inspection_json(report: Inspection) -> str:
-    data = dataclasses.asdict(report)
-    data["ok"] = report.ok
-    return json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"

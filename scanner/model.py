@@ -13,7 +13,12 @@ from .errors import ModelError, UnsupportedModelError
 
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64",
                TensorProto.FLOAT16: "float16"}
-MAX_MODEL_BYTES = 4 * 1024**3
+MAX_MODEL_BYTES = 4 * 1024**3    # the .onnx file and its external tensor data together
+MAX_FIXED_BATCH = 4096           # a batch dimension fixed in the graph: each batch is padded to it
+EXTERNAL_ITEMSIZES = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
+                      TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2,
+                      TensorProto.INT32: 4, TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,
+                      TensorProto.BOOL: 1}
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,12 +71,29 @@ def _read_proto(path: Path) -> tuple[onnx.ModelProto, str]:
         raise ModelError(f"{path} is not an ONNX model (protobuf parse failed: {type(exc).__name__})") from exc
     if not proto.graph.node:
         raise ModelError(f"{path} holds no graph nodes; is it an ONNX model?")
+    _check_text(proto, path)
     _load_external_data_safely(proto, path)
     return proto, digest
 
 
+def _check_text(proto: onnx.ModelProto, path: Path) -> None:
+    """protobuf hands a string field that is not valid UTF-8 back as bytes: refuse such names."""
+    graph = proto.graph
+    texts = [proto.producer_name, proto.producer_version, proto.domain, graph.name]
+    texts += [v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)]
+    texts += [t.name for t in graph.initializer]
+    for node in graph.node:
+        texts += [node.name, node.op_type, node.domain, *node.input, *node.output]
+    texts += [o.domain for o in proto.opset_import]
+    bad = next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None:
+        raise ModelError(f"{path} holds a name that is not valid UTF-8 ({bad[:40]!r}); is the file corrupt?")
+
+
 def _load_external_data_safely(proto: onnx.ModelProto, path: Path) -> None:
-    """Load external tensor data only from files inside the model's own folder.
+    """Load external tensor data only from files inside the model's own folder, and only as much
+    as the model file's limit allows: the offset and length every tensor declares (or the rest of
+    its file) are checked before a byte is read, so that a huge or sparse data file is refused.
 
     onnx itself has had path-traversal bugs here (CVE-2022-25882, CVE-2024-27318).
     """
@@ -80,17 +102,59 @@ def _load_external_data_safely(proto: onnx.ModelProto, path: Path) -> None:
     if not tensors:
         return
     base = path.parent.resolve()
+    total = path.stat().st_size
     for tensor in tensors:
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
-        target = (base / location).resolve()
-        if os.path.isabs(location) or base not in target.parents or not target.is_file():
+        try:
+            target = (base / location).resolve()
+            inside = not os.path.isabs(location) and base in target.parents and target.is_file()
+        except (ValueError, OSError):           # a NUL byte, a name too long, a symlink loop
+            inside = False
+        if not inside:
             raise ModelError(f"tensor {tensor.name!r} points to external data {location!r} "
                              f"outside the model's folder or missing; refusing to read it")
+        nbytes = _external_bytes(tensor, info, target)
+        total += nbytes
+        if total > MAX_MODEL_BYTES:
+            raise ModelError(f"tensor {tensor.name!r} has {nbytes} bytes of external data in {location!r}, which "
+                             f"brings the model to {total} bytes, more than the {MAX_MODEL_BYTES} this scanner reads")
+        _check_external_shape(tensor, nbytes, location)
     try:
         external_data_helper.load_external_data_for_model(proto, str(base))
+    except MemoryError as exc:
+        raise ModelError(f"out of memory reading the external tensor data of {path} "
+                         f"({total} bytes with the model file)") from exc
     except Exception as exc:
-        raise ModelError(f"cannot read external tensor data of {path}: {exc}") from exc
+        raise ModelError(f"cannot read external tensor data of {path}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no reason given'}") from exc
+
+
+def _external_bytes(tensor: onnx.TensorProto, info: dict[str, str], target: Path) -> int:
+    """How many bytes the tensor reads from ``target``: its declared length, or the rest of the file."""
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError as exc:
+        raise ModelError(f"tensor {tensor.name!r} has a non-integer external offset or length: {exc}") from exc
+    file_size = target.stat().st_size
+    if offset < 0 or (length is not None and length < 0) or offset > file_size \
+            or (length is not None and offset + length > file_size):
+        raise ModelError(f"tensor {tensor.name!r} declares external data at offset {offset} of length "
+                         f"{length if length is not None else 'to the end'}, outside its {file_size}-byte file")
+    return length if length is not None else file_size - offset
+
+
+def _check_external_shape(tensor: onnx.TensorProto, nbytes: int, location: str) -> None:
+    """The bytes a tensor reads must be exactly what its shape and element type declare."""
+    if tensor.data_type not in EXTERNAL_ITEMSIZES:
+        return                      # strings, 4-bit and exotic types: left to the checker
+    expected = EXTERNAL_ITEMSIZES[tensor.data_type]
+    for d in tensor.dims:
+        expected *= d
+    if expected != nbytes:
+        raise ModelError(f"tensor {tensor.name!r} declares shape {tuple(tensor.dims)} ({expected} bytes) but reads "
+                         f"{nbytes} bytes of external data from {location!r}")
 
 
 def load_model(path: str | os.PathLike, output_name: str | None = None) -> LoadedModel:
@@ -126,6 +190,10 @@ def load_model(path: str | os.PathLike, output_name: str | None = None) -> Loade
     if len(input_shape) not in (2, 3, 4):
         raise UnsupportedModelError(f"input {image.name!r} has rank {len(input_shape)}; "
                                     "expected an image batch of rank 2 (flat), 3 or 4")
+
+    if input_shape[0] is not None and input_shape[0] > MAX_FIXED_BATCH:
+        raise UnsupportedModelError(f"input {image.name!r} fixes its batch to {input_shape[0]} images; the scanner "
+                                    f"pads every batch to a fixed size and takes at most {MAX_FIXED_BATCH}")
 
     _expose_zipmap_probabilities(graph)
     _expose_flat_scores(graph, output_name)
@@ -208,8 +276,7 @@ def _pick_output(graph: onnx.GraphProto, output_name: str | None) -> onnx.ValueI
         return candidates[0]
     names = ", ".join(repr(o.name) for o in (candidates or outputs))
     if not candidates:
-        raise UnsupportedModelError(f"no float (N, K) class-score output among {names}; "
-                                    "pass --output NAME if the shapes are not declared")
+        raise UnsupportedModelError(_no_score_output(outputs))
     raise UnsupportedModelError(f"several outputs look like class scores ({names}); choose one with --output NAME")
 
 
@@ -220,3 +287,26 @@ def _is_score_output(value_info: onnx.ValueInfoProto) -> bool:
         return False
     dims = _dims(value_info)
     return len(dims) == 2 and (dims[1] is None or dims[1] >= 2)
+
+
+def _no_score_output(outputs: list[onnx.ValueInfoProto]) -> str:
+    """Why no output is a float (N, K) tensor, for the case at hand."""
+    def shown(value: onnx.ValueInfoProto) -> str:
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type"):
+            return f"{value.name!r} (not a tensor)"
+        dtype = TensorProto.DataType.Name(tensor.elem_type).lower()
+        if not tensor.HasField("shape"):
+            return f"{value.name!r} ({dtype}, no declared shape)"
+        return f"{value.name!r} ({dtype}, shape {'x'.join('?' if d is None else str(d) for d in _dims(value))})"
+
+    for value in outputs:
+        dims = _dims(value) if value.type.HasField("tensor_type") else ()
+        if value.type.tensor_type.elem_type in FLOAT_TYPES and len(dims) == 2 and dims[1] is not None:
+            return (f"output {value.name!r} gives {dims[1]} class score(s) per image (shape Nx{dims[1]}); "
+                    "L-RED needs a classifier's scores over at least 3 classes")
+    if any(v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape") for v in outputs):
+        hint = "; the class count is read from the declared output shape: declare it (N, K) in the model"
+    else:
+        hint = "; the scanner needs a float output of shape (N, K) or (N, K, 1, 1) with K >= 3 classes"
+    return "no float (N, K) class-score output among " + ", ".join(shown(o) for o in outputs) + hint

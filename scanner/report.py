@@ -1,4 +1,5 @@
-"""The scan's result: frozen values, rendered by the pure functions in ``reporters``."""
+"""What the scan and ``lred inspect`` find: frozen values, rendered by the pure functions in ``reporters``
+(assembled from a scan's estimates by ``report_builder``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -102,3 +103,34 @@ class ScanReport:
     @property
     def backdoor_found(self) -> bool:
         return self.verdict == VERDICT_BACKDOOR
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """``lred inspect``: the model's interface and operators, and whether it converts faithfully."""
+
+    path: str
+    sha256: str
+    producer: str
+    ir_version: int
+    opsets: dict[str, int]
+    input_name: str
+    input_shape: tuple[int | None, ...]
+    input_dtype: str
+    outputs: tuple[tuple[str, tuple[int | None, ...], str], ...]   # name, shape, element type
+    score_output: str
+    num_classes: int | None
+    layout: str | None
+    op_histogram: tuple[tuple[str, int], ...]
+    converts: bool
+    conversion_passes: tuple[str, ...]
+    problem: str | None                     # why it does not convert or match, one line
+    parity_inputs: str                      # "random" or the clean data path
+    max_abs_difference: float | None
+    tolerance: float | None
+    argmax_agreement: float | None
+    input_gradient_ok: bool | None
+
+    @property
+    def ok(self) -> bool:
+        return self.converts and self.problem is None

@@ -1,4 +1,9 @@
-"""Renderers of a ScanReport: pure functions from the report to text."""
+"""Every renderer of what lred finds: pure functions from a frozen report to a string.
+
+``render_text`` / ``render_json`` render a ScanReport (``lred scan``), ``render_inspection_text`` /
+``render_inspection_json`` an Inspection (``lred inspect``), ``render_error_json`` the report of a
+command that could not run (verdict "error"). A new format (HTML, SARIF) is one more function here.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from .report import ScanReport
+from .report import Inspection, ScanReport
 
 JSON_SCHEMA_VERSION = 3   # 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value; 3: cuda_graphs
 
@@ -72,3 +77,42 @@ def render_text(report: ScanReport) -> str:
 def _graphs_note(cuda_graphs: str) -> str:
     return {"n/a": "", "on": " (CUDA graphs)", "off": " (CUDA graphs off)"}.get(
         cuda_graphs, f" (CUDA graphs {cuda_graphs})")
+
+
+def render_inspection_text(report: Inspection) -> str:
+    """The inspection for a person: interface, operators, graph passes, parity, verdict."""
+    shape = lambda dims: "x".join("?" if d is None else str(d) for d in dims)  # noqa: E731
+    lines = [f"{report.path}  (sha256 {report.sha256[:12]}...)",
+             f"  producer     {report.producer}; IR {report.ir_version}; opsets "
+             + ", ".join(f"{k} {v}" for k, v in report.opsets.items()),
+             f"  input        {report.input_name!r} {shape(report.input_shape)} {report.input_dtype}, "
+             f"layout {report.layout or 'unknown (pass --layout)'}"]
+    for name, dims, kind in report.outputs:
+        mark = "  <- class scores" if name == report.score_output else ""
+        lines.append(f"  output       {name!r} {shape(dims)} {kind}{mark}")
+    lines.append(f"  classes      {report.num_classes if report.num_classes is not None else 'unknown'}")
+    lines.append("  operators    " + ", ".join(f"{op} {n}" for op, n in report.op_histogram))
+    for step in report.conversion_passes:
+        lines.append(f"  graph pass   {step}")
+    if report.max_abs_difference is not None:
+        lines.append(f"  parity       max |torch - onnxruntime| {report.max_abs_difference:.3g} (tolerance "
+                     f"{report.tolerance:.3g}), argmax agreement {report.argmax_agreement:.3f} on "
+                     f"{report.parity_inputs} inputs; input gradient {'ok' if report.input_gradient_ok else 'BAD'}")
+    lines.append("  verdict      " + ("converts faithfully: ready to scan" if report.ok
+                                       else f"NOT scannable: {report.problem}"))
+    return "\n".join(lines) + "\n"
+
+
+def render_inspection_json(report: Inspection) -> str:
+    """Every field of the inspection, plus ``ok``."""
+    data = dataclasses.asdict(report)
+    data["ok"] = report.ok
+    return json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
+
+
+def render_error_json(message: str, error_type: str, exit_code: int) -> str:
+    """The JSON report of a command that failed: verdict "error", the one-line message, the
+    exception's type name and the exit status."""
+    error = {"schema_version": JSON_SCHEMA_VERSION, "verdict": "error", "error": message,
+             "error_type": error_type, "exit_code": exit_code}
+    return json.dumps(error, indent=2) + "\n"

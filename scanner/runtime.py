@@ -61,7 +61,13 @@ class ReferenceClassifier:
                 raise ModelError(f"output {self._output!r} has shape {result.shape} for a batch of "
                                  f"{batch.shape[0]}; expected (batch, classes)")
             out.append(result[:result.shape[0] - pad])
-        return np.concatenate(out) if out else np.zeros((0, 0))
+        scores = np.concatenate(out) if out else np.zeros((0, 0))
+        finite = np.isfinite(scores).all(axis=1)
+        if not finite.all():
+            raise ModelError(f"the model gives non-finite class scores (NaN or inf) on {int((~finite).sum())} of "
+                             f"{n} inputs: its weights, or the input transform (--mean, --std, --input-scale), "
+                             "produce them; refusing to scan")
+        return scores
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Predicted class (argmax of the scores) for each input."""

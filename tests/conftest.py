@@ -1,15 +1,12 @@
 """Shared fixtures: hand-built synthetic classifiers (fast) and the committed sample models."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import synthetic  # noqa: E402
+from tests import synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_models"

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import converters
 
-IR_VERSION = 8  # onnxruntime 1.31 reads at most IR 13; make_model would write 14 (PITFALLS.md)
+IR_VERSION = 8  # onnxruntime 1.31 reads IR <= 13; onnx 1.23 writes 14 (onnxruntime #23602)
 
 
 def one_node_model(node: onnx.NodeProto, input_shape: list, opset: int,

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-IR_VERSION = 8  # onnxruntime 1.31 reads at most IR 13; make_model would write 14 (PITFALLS.md)
+IR_VERSION = 8  # onnxruntime 1.31 reads IR <= 13; onnx 1.23 writes 14 (onnxruntime #23602)
 
 
 def templates(num_classes: int, size: int, seed: int = 0) -> np.ndarray:

@@ -1,15 +1,15 @@
-"""converters/gelu.py: Gelu of opset 20 (torch's dynamo exporter) against onnxruntime."""
+"""converters/ops/gelu.py: Gelu of opset 20 (torch's dynamo exporter) against onnxruntime."""
 import pytest
 from onnx import TensorProto, helper
-from onnx_parity import (
+
+import converters
+from scanner.errors import UnsupportedOperatorError
+from tests.onnx_parity import (
     IR_VERSION,
     assert_converts_like_onnxruntime,
     one_node_model,
     seeded,
 )
-
-import converters
-from scanner.errors import UnsupportedOperatorError
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])

@@ -2,12 +2,13 @@
 where the module runs and gives the same scores, and then the same patterns."""
 import numpy as np
 import pytest
-import synthetic
 import torch
 from torch import nn
 
 from scanner.estimation import DifferentiableClassifier
 from scanner.lred import estimate_patterns
+from scanner.schedules import FixedStep
+from tests import synthetic
 
 CPU = torch.device("cpu")
 
@@ -54,7 +55,7 @@ def test_conv_net_is_kept_channels_last_with_the_same_scores():
 
 def test_channels_last_gives_the_same_patterns():
     x, y = images()
-    settings = dict(pi=0.9, delta=0.05, max_iterations=300, batch_images=4096)
+    settings = dict(pi=0.9, schedule=FixedStep(0.05), max_iterations=300, batch_images=4096)
     default = DifferentiableClassifier(conv_net(), transform(), "logits", CPU)
     channels_last = DifferentiableClassifier(conv_net(), transform(), "logits", CPU)
     assert channels_last.use_channels_last(x[:8])

@@ -4,11 +4,11 @@ import json
 import numpy as np
 import onnx
 import pytest
-import synthetic
 from click.testing import CliRunner
-from conftest import FAST_OPTIONS
 
 from scanner.cli import main
+from tests import synthetic
+from tests.conftest import FAST_OPTIONS
 
 REQUIRED_FIELDS = {"verdict", "p_value", "log10_p_value", "alpha", "target_class", "source_classes",
                    "classes", "model", "config", "timing", "versions"}

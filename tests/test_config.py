@@ -44,3 +44,15 @@ def test_weight_update_length_applies_to_the_default_schedule_only():
     assert ScanConfig(method="ured").adaptive_weight_update_length is None
     with pytest.raises(ConfigError):
         ScanConfig(weight_update_length=0.0)
+
+
+def test_the_config_resolves_to_one_schedule_object():
+    from scanner.schedules import FixedStep, RelativeStep, WeightControlledStep
+    assert ScanConfig().schedule == WeightControlledStep(1e-3, largest=0.02, crossing_resolution=1e-3,
+                                                         weight_update_length=1e-4)
+    assert ScanConfig(adaptive_step=0.05, crossing_resolution=1e-4).schedule == WeightControlledStep(
+        1e-3, largest=0.05, crossing_resolution=1e-4, weight_update_length=1e-4)
+    assert ScanConfig(fixed_step=True, delta=0.02, crossing_resolution=0.002).schedule == FixedStep(0.02, 0.002)
+    assert ScanConfig(exact=True).schedule == FixedStep(1e-3)
+    assert ScanConfig(method="pred", delta=0.02).schedule == FixedStep(0.02)
+    assert ScanConfig(relative_step=0.05, delta=0.005).schedule == RelativeStep(0.005, 0.05)

@@ -1,4 +1,4 @@
-"""converters/constant_pads.py and fold_constants.py: Pad pads and constant bookkeeping held as
+"""converters/ops/constant_pads.py and passes/fold_constants.py: Pad pads and constant bookkeeping held as
 constants, so that no pass reads a tensor back to the host (a stall on a GPU, and no CUDA graph)."""
 import collections
 import importlib
@@ -8,10 +8,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, onnxruntime_outputs, seeded
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, onnxruntime_outputs, seeded
 
 import converters
-from converters.fold_constants import FOLD_LIMIT, fold_constants
+from converters.passes.fold_constants import FOLD_LIMIT, fold_constants
 
 FIXTURES = "tests/fixtures/exported"
 
@@ -69,7 +69,7 @@ def test_only_small_computations_on_constants_are_folded():
 
 def test_a_huge_constant_is_never_built(monkeypatch):
     # a hostile model: ConstantOfShape to 10^12 elements; the evaluator must not even be asked
-    fold = importlib.import_module("converters.fold_constants")   # the module, not the function
+    fold = importlib.import_module("converters.passes.fold_constants")   # the module, not the function
 
     asked = []
     monkeypatch.setattr(fold, "ReferenceEvaluator", lambda *args, **kwargs: asked.append(args))

@@ -1,4 +1,4 @@
-"""converters/constant_reshape.py: a Reshape to a constant target holds it as ints, not a tensor.
+"""converters/ops/constant_reshape.py: a Reshape to a constant target holds it as ints, not a tensor.
 
 onnx2torch's own Reshape reads its target tensor on every pass (on a GPU: a read back to the
 host, which also keeps the pass from being captured as a CUDA graph).
@@ -6,9 +6,9 @@ host, which also keeps the pass from being captured as a CUDA graph).
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
 
-from converters.constant_reshape import ConstantReshape
+from converters.ops.constant_reshape import ConstantReshape
 
 
 def _reshapes(converted):

@@ -3,12 +3,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import synthetic
 import torch
 from onnx import TensorProto, helper
 
 import converters
 from scanner.errors import UnsupportedOperatorError
+from tests import synthetic
 
 
 def _reference(model, x):

@@ -7,16 +7,17 @@ import gc
 
 import numpy as np
 import pytest
-import synthetic
 import torch
 
 import converters
 from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
 from scanner.lred import estimate_patterns
+from scanner.schedules import FixedStep
+from tests import synthetic
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-SETTINGS = dict(pi=0.9, delta=0.02, max_iterations=400)
+SETTINGS = dict(pi=0.9, schedule=FixedStep(0.02), max_iterations=400)
 
 
 def _problem(module: torch.nn.Module | None = None):

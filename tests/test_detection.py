@@ -115,7 +115,7 @@ def test_borderline_evidence_is_reported_when_the_two_p_values_disagree():
     took the logits in front of its Softmax (now calibrated 0.043, detected): the paper's
     p-value flags class 3, the calibrated one does not, and the report says so."""
     from scanner.estimation import PatternEstimate
-    from scanner.pipeline import _disagreement
+    from scanner.report_builder import disagreement
 
     norms = np.array([1.438, 2.267, 1.553, 0.795, 1.796, 2.155, 1.617, 2.558, 1.098, 2.104])
     result = detect(norms, 0.05)
@@ -123,8 +123,8 @@ def test_borderline_evidence_is_reported_when_the_two_p_values_disagree():
     assert not result.detected and result.inferred_target == 3
     suspect = PatternEstimate(3, np.zeros(4), 10, np.zeros(10), np.zeros(10), 0.9, "converged",
                               sources=tuple(range(10)))
-    note = _disagreement(result, suspect)
+    note = disagreement(result, suspect)
     assert note is not None and note.startswith("borderline evidence for class 3")
-    assert _disagreement(detect(norms, 0.05, basis="paper"), suspect) is not None
+    assert disagreement(detect(norms, 0.05, basis="paper"), suspect) is not None
     clear = detect(np.array([1.3, 0.9, 1.0, 1.15, 1.08, 1.27, 1.2, 0.95, 1.4, 1.1]), 0.05)
-    assert _disagreement(clear, suspect) is None
+    assert disagreement(clear, suspect) is None

@@ -1,15 +1,18 @@
 """Pattern estimation: the batched engine against Algorithm 1 read literally."""
 import numpy as np
 import pytest
-import synthetic
 import torch
 
 import converters
+from scanner.algorithm1 import estimate_pattern_exact
 from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
-from scanner.lred import Job, estimate_patterns, repeat_weight_updates, update_weights
-from scanner.lred_reference import estimate_pattern_exact
+from scanner.lred import estimate_patterns
+from scanner.schedules import FixedStep, RelativeStep, WeightControlledStep
+from scanner.weights import Job, repeat_weight_updates, update_weights
+from tests import synthetic
 
-SETTINGS = dict(pi=0.9, delta=0.02, max_iterations=400)
+DELTA = 0.02
+SETTINGS = dict(pi=0.9, max_iterations=400, schedule=FixedStep(DELTA))
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,7 @@ def test_batched_engine_reproduces_the_literal_algorithm(problem):
     classifier, pixels, labels = problem
     batched = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, **SETTINGS)
     for t in range(5):
-        exact = estimate_pattern_exact(classifier, pixels, labels, 5, t, **SETTINGS)
+        exact = estimate_pattern_exact(classifier, pixels, labels, 5, t, pi=0.9, delta=DELTA, max_iterations=400)
         assert batched[t].status == exact.status == STATUS_CONVERGED
         assert batched[t].iterations == exact.iterations
         np.testing.assert_allclose(batched[t].pattern, exact.pattern, atol=1e-5)
@@ -61,11 +64,11 @@ def test_weights_stay_uniform_for_fixed_weight_jobs(problem):
 def test_crossing_refinement_never_lengthens_the_pattern(problem):
     classifier, pixels, labels = problem
     coarse = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, **SETTINGS)
-    refined = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, crossing_resolution=1e-3,
-                                **SETTINGS)
+    refined = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096,
+                                **{**SETTINGS, "schedule": FixedStep(DELTA, crossing_resolution=1e-3)})
     for a, b in zip(coarse, refined):
         assert b.pattern_norm <= a.pattern_norm + 1e-6
-        assert a.pattern_norm - b.pattern_norm <= SETTINGS["delta"] + 1e-6
+        assert a.pattern_norm - b.pattern_norm <= DELTA + 1e-6
         assert b.fraction >= 0.9
 
 
@@ -95,10 +98,10 @@ def test_crossing_the_check_never_accepts_is_flagged_unverified(problem):
 
 def test_relative_steps_take_fewer_iterations_and_find_the_same_target(problem):
     classifier, pixels, labels = problem
-    fixed = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9, delta=1e-3,
-                              max_iterations=5000)
-    relative = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9, delta=1e-3,
-                                 max_iterations=5000, relative_step=0.02, crossing_resolution=1e-3)
+    fixed = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9,
+                              schedule=FixedStep(1e-3), max_iterations=5000)
+    relative = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9,
+                                 schedule=RelativeStep(1e-3, 0.02, crossing_resolution=1e-3), max_iterations=5000)
     assert sum(e.iterations for e in relative) < 0.5 * sum(e.iterations for e in fixed)
     assert int(np.argmin([e.pattern_norm for e in relative])) == 3
     for a, b in zip(fixed, relative):
@@ -108,8 +111,8 @@ def test_relative_steps_take_fewer_iterations_and_find_the_same_target(problem):
 def test_adaptive_step_with_no_room_to_grow_is_the_fixed_step(problem):
     classifier, pixels, labels = problem
     fixed = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, **SETTINGS)
-    pinned = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, adaptive_step=SETTINGS["delta"],
-                               **SETTINGS)
+    pinned = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096,
+                               **{**SETTINGS, "schedule": WeightControlledStep(DELTA, largest=DELTA)})
     for a, b in zip(fixed, pinned):
         assert a.iterations == b.iterations
         np.testing.assert_allclose(a.pattern, b.pattern, atol=1e-6)
@@ -118,10 +121,10 @@ def test_adaptive_step_with_no_room_to_grow_is_the_fixed_step(problem):
 
 def test_adaptive_step_takes_fewer_iterations_and_keeps_the_norms(problem):
     classifier, pixels, labels = problem
-    fixed = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9, delta=1e-3,
-                              max_iterations=5000)
-    adaptive = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9, delta=1e-3,
-                                 max_iterations=5000, adaptive_step=2e-2)
+    fixed = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9,
+                              schedule=FixedStep(1e-3), max_iterations=5000)
+    adaptive = estimate_patterns(classifier, pixels, labels, 5, batch_images=4096, pi=0.9,
+                                 schedule=WeightControlledStep(1e-3, largest=2e-2), max_iterations=5000)
     # on this linear model Q_t stays 0 for most of the path, where the step now grows too:
     # 427 iterations against 5387 when measured
     assert sum(e.iterations for e in adaptive) < 0.2 * sum(e.iterations for e in fixed)
@@ -136,9 +139,9 @@ def test_long_steps_before_the_first_misclassification_keep_the_norms(problem):
     # the first misclassification, taken with steps growing to 2e-2 and then located to delta:
     # it must stay where steps of delta put it (within 0.3% when measured), in far fewer steps
     classifier, pixels, labels = problem
-    settings = dict(pi=0.3, delta=1e-3, max_iterations=5000, batch_images=4096)
-    fixed = estimate_patterns(classifier, pixels, labels, 5, **settings)
-    adaptive = estimate_patterns(classifier, pixels, labels, 5, adaptive_step=2e-2, **settings)
+    settings = dict(pi=0.3, max_iterations=5000, batch_images=4096)
+    fixed = estimate_patterns(classifier, pixels, labels, 5, schedule=FixedStep(1e-3), **settings)
+    adaptive = estimate_patterns(classifier, pixels, labels, 5, schedule=WeightControlledStep(1e-3, 2e-2), **settings)
     for a, b in zip(fixed, adaptive):
         assert b.status == STATUS_CONVERGED and b.fraction >= 0.3
         assert b.pattern_norm == pytest.approx(a.pattern_norm, rel=0.01)
@@ -148,9 +151,10 @@ def test_long_steps_before_the_first_misclassification_keep_the_norms(problem):
 def test_adaptive_step_leaves_fixed_weight_jobs_at_delta(problem):
     classifier, pixels, labels = problem
     job = Job(1, (0, 2, 3, 4), adapt_weights=False)
-    settings = dict(pi=0.9, delta=1e-3, max_iterations=5000, batch_images=4096, jobs=[job])
-    (fixed,) = estimate_patterns(classifier, pixels, labels, 5, **settings)
-    (adaptive,) = estimate_patterns(classifier, pixels, labels, 5, adaptive_step=2e-2, **settings)
+    settings = dict(pi=0.9, max_iterations=5000, batch_images=4096, jobs=[job])
+    (fixed,) = estimate_patterns(classifier, pixels, labels, 5, schedule=FixedStep(1e-3), **settings)
+    (adaptive,) = estimate_patterns(classifier, pixels, labels, 5, schedule=WeightControlledStep(1e-3, 2e-2),
+                                    **settings)
     assert adaptive.iterations == fixed.iterations
 
 
@@ -159,7 +163,7 @@ def test_jobs_batched_together_match_each_job_alone(problem):
     # step), finishing at different iterations (the partial-move branch)
     classifier, pixels, labels = problem
     jobs = [Job(1, (0, 2, 3, 4), adapt_weights=False), Job(3, (0, 1, 2, 4)), Job(4, (0, 1, 2, 3))]
-    settings = dict(pi=0.9, delta=1e-2, max_iterations=2000, batch_images=4096, adaptive_step=5e-2)
+    settings = dict(pi=0.9, max_iterations=2000, batch_images=4096, schedule=WeightControlledStep(1e-2, 5e-2))
     together = estimate_patterns(classifier, pixels, labels, 5, jobs=jobs, **settings)
     assert len({e.iterations for e in together}) > 1
     for job, joint in zip(jobs, together):
@@ -207,12 +211,14 @@ def test_weight_update_length_brings_the_default_schedule_to_the_fixed_step(prob
     # with long steps, w lags behind what Algorithm 1's many short steps do to it; updating w
     # once per weight_update_length of path removes that lag
     classifier, pixels, labels = problem
-    settings = dict(pi=0.9, delta=1e-3, max_iterations=5000, batch_images=4096)
-    fixed = [e.pattern_norm for e in estimate_patterns(classifier, pixels, labels, 5, **settings)]
-    lagging = [e.pattern_norm for e in estimate_patterns(classifier, pixels, labels, 5, adaptive_step=2e-2,
-                                                         **settings)]
-    updated = [e.pattern_norm for e in estimate_patterns(classifier, pixels, labels, 5, adaptive_step=2e-2,
-                                                         weight_update_length=1e-3, **settings)]
+    settings = dict(pi=0.9, max_iterations=5000, batch_images=4096)
+    fixed = [e.pattern_norm for e in estimate_patterns(classifier, pixels, labels, 5, schedule=FixedStep(1e-3),
+                                                       **settings)]
+    lagging = [e.pattern_norm for e in estimate_patterns(classifier, pixels, labels, 5,
+                                                         schedule=WeightControlledStep(1e-3, 2e-2), **settings)]
+    updated = [e.pattern_norm for e in estimate_patterns(
+        classifier, pixels, labels, 5, schedule=WeightControlledStep(1e-3, 2e-2, weight_update_length=1e-3),
+        **settings)]
     error = lambda norms: np.abs(np.array(norms) / np.array(fixed) - 1).mean()
     # measured, mean |relative difference|: 1.6% with one update per step, 0.25% with the
     # repeated updates but no stop inside a step (stop_within_last_step disabled), 0.11% with both

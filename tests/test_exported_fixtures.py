@@ -20,6 +20,7 @@ def test_exported_model_is_inspected_as_scannable(entry):
     assert "ready to scan" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", [m for m in MANIFEST["models"] if "attack" in m], ids=lambda e: e["file"])
 def test_exported_backdoored_model_is_detected_with_its_target(entry, tmp_path):
     report_path = tmp_path / "r.json"

@@ -4,9 +4,9 @@ import logging
 import numpy as np
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import IR_VERSION, onnxruntime_outputs
 
 import converters
+from tests.onnx_parity import IR_VERSION, onnxruntime_outputs
 
 
 def _hidden_fixed_batch_model(batch: int):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import converters
-from converters.static_batch import fixed_batch_size
+from converters.passes.static_batch import fixed_batch_size
 
 
 class SmallNet(nn.Module):
@@ -57,7 +57,7 @@ def test_graph_with_free_batch_is_left_alone():
     model = _export_fixed_batch(13)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     assert fixed_batch_size(model, "image") is None
-    assert converters.static_batch.free_batch_dimension(model, "image") == (model, 0)
+    assert converters.passes.static_batch.free_batch_dimension(model, "image") == (model, 0)
 
 
 def _one_node(node, inputs, output_shape, initializers, opset):
@@ -73,7 +73,7 @@ def _one_node(node, inputs, output_shape, initializers, opset):
 def test_reshape_allowzero_is_dropped_only_where_it_is_moot():
     from onnx import TensorProto, helper, numpy_helper
 
-    from converters.reshape_allowzero import drop_reshape_allowzero
+    from converters.passes.reshape_allowzero import drop_reshape_allowzero
     x = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3])]
     for shape, expect_dropped in (([-1, 6], 1), ([0, 6], 0)):
         node = helper.make_node("Reshape", ["x", "s"], ["y"], allowzero=1)
@@ -111,8 +111,8 @@ def test_conv_weights_read_through_identity_nodes_convert_like_onnxruntime():
     # the TorchScript exporter's habit for identical constants (torchvision resnet18: 16 biases)
     from onnx import helper
 
-    from converters.constant_aliases import read_weights_directly
-    from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
+    from converters.passes.constant_aliases import read_weights_directly
+    from tests.onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
     rng = np.random.default_rng(0)
     weights = {"w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)}
     before = (helper.make_node("Identity", ["b"], ["b_alias"]), helper.make_node("Identity", ["b_alias"], ["b_alias2"]),
@@ -133,8 +133,8 @@ def test_conv_weights_read_through_identity_nodes_convert_like_onnxruntime():
 def test_float16_graph_with_casts_and_constants_converts_like_onnxruntime():
     from onnx import TensorProto, helper, numpy_helper
 
-    from converters.float32 import widen_float16
-    from onnx_parity import IR_VERSION, onnxruntime_outputs
+    from converters.passes.float32 import widen_float16
+    from tests.onnx_parity import IR_VERSION, onnxruntime_outputs
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.array(0.5, np.float16))),
              helper.make_node("Mul", ["x", "half"], ["scaled"]),

@@ -2,11 +2,11 @@
 import json
 
 import onnx
-import synthetic
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from scanner.cli import main
+from tests import synthetic
 
 
 def _inspect(path, *extra):

@@ -1,8 +1,8 @@
-"""converters/opset18_ops.py: Split 18, Resize 18/19, Mish 18 and LayerNormalization against onnxruntime."""
+"""converters/ops/opset18_ops.py: Split 18, Resize 18/19, Mish 18 and LayerNormalization against onnxruntime."""
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
 
 import converters
 from scanner.errors import UnsupportedOperatorError

@@ -1,8 +1,9 @@
-"""converters/opset.py on old graphs: onnx2torch has no converter for Gemm 7, BatchNormalization 7,
+"""converters/passes/opset.py on old graphs: onnx2torch has no converter for Gemm 7, BatchNormalization 7,
 Flatten 1 or Dropout 7, so an opset-8 classifier is moved up with onnx.version_converter."""
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, seeded
+
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, seeded
 
 
 def _opset8_classifier():

@@ -1,15 +1,15 @@
-"""converters/explicit_padding.py and converters/pooling.py: one-node models against onnxruntime.
+"""converters/passes/explicit_padding.py and converters/ops/pooling.py: one-node models against onnxruntime.
 
 Habits covered: auto_pad SAME_UPPER/SAME_LOWER (jax2onnx), asymmetric AveragePool pads (Keras
 padding="same" through tf2onnx), AveragePool at opsets 19/22, GlobalMaxPool.
 """
 import pytest
 from onnx import helper
-from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 import converters
-from converters.explicit_padding import make_padding_explicit
+from converters.passes.explicit_padding import make_padding_explicit
 from scanner.errors import UnsupportedOperatorError
+from tests.onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])

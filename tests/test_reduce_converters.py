@@ -1,12 +1,12 @@
-"""converters/reduce_axes_input.py: Reduce* of opset 18+ (axes as an input) against onnxruntime."""
+"""converters/ops/reduce_axes_input.py: Reduce* of opset 18+ (axes as an input) against onnxruntime."""
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 import converters
-from converters.reduce_axes_input import REDUCTIONS
+from converters.ops.reduce_axes_input import REDUCTIONS
 from scanner.errors import UnsupportedOperatorError
+from tests.onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 
 @pytest.mark.parametrize("op", sorted(REDUCTIONS))

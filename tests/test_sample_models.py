@@ -7,6 +7,7 @@ README.md.
 """
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from scanner.cli import main
@@ -21,6 +22,7 @@ def _scan(sample_models, name, tmp_path):
     return result, json.loads(report_path.read_text())
 
 
+@pytest.mark.slow
 def test_backdoored_sample_model_is_detected_with_target_2_and_source_0(sample_models, tmp_path):
     result, report = _scan(sample_models, "fmnist_cnn_backdoored.onnx", tmp_path)
     assert result.exit_code == 1, result.output
@@ -31,6 +33,7 @@ def test_backdoored_sample_model_is_detected_with_target_2_and_source_0(sample_m
     assert all(c["status"] == "converged" for c in report["classes"])
 
 
+@pytest.mark.slow
 def test_clean_sample_model_is_not_detected(sample_models, tmp_path):
     result, report = _scan(sample_models, "fmnist_cnn_clean.onnx", tmp_path)
     assert result.exit_code == 0, result.output

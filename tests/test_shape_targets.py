@@ -1,4 +1,4 @@
-"""converters/shape_targets.py: Reshape targets computed from shapes become constant targets.
+"""converters/passes/shape_targets.py: Reshape targets computed from shapes become constant targets.
 
 Such targets (Keras's Flatten through tf2onnx, torch's ``x.view(x.size(0), -1)``) are computed
 on every pass by host-side shape arithmetic; as constants they need no read back to the host.
@@ -11,10 +11,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import IR_VERSION, onnxruntime_outputs, seeded
 from torch import nn
 
 import converters
+from tests.onnx_parity import IR_VERSION, onnxruntime_outputs, seeded
 
 FIXTURES = "tests/fixtures/exported"
 
@@ -84,7 +84,7 @@ def test_batch_size_in_another_position_becomes_minus_one():
     # target [12, N] for x of shape (N, 3, 4): N is not x's dimension 1, so it is inferred (-1)
     model = _reshape_model([helper.make_node("Gather", ["shape", "zero"], ["batch"]),
                             helper.make_node("Concat", ["twelve", "batch"], ["target"], axis=0)], [12, "N"])
-    folded, count = converters.shape_targets.fold_shape_targets(model)
+    folded, count = converters.passes.shape_targets.fold_shape_targets(model)
     assert count == 1 and [n.op_type for n in folded.graph.node] == ["Reshape"]
     target = {t.name: numpy_helper.to_array(t) for t in folded.graph.initializer}[folded.graph.node[0].input[1]]
     assert target.tolist() == [12, -1]
@@ -100,7 +100,7 @@ def test_arithmetic_on_dimensions_is_left_to_onnx2torch():
                             helper.make_node("Gather", ["shape", "two"], ["columns"]),
                             helper.make_node("Mul", ["rows", "columns"], ["features"]),
                             helper.make_node("Concat", ["batch", "features"], ["target"], axis=0)], ["N", 12])
-    folded, count = converters.shape_targets.fold_shape_targets(model)
+    folded, count = converters.passes.shape_targets.fold_shape_targets(model)
     assert count == 0 and folded is model
     converted = converters.to_torch(model, "x", "y")
     assert "OnnxReshape" in _host_shape_modules(converted)
@@ -115,4 +115,4 @@ def test_a_chain_deeper_than_the_stack_is_left_alone():
     graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    assert converters.shape_targets.fold_shape_targets(model) == (model, 0)
+    assert converters.passes.shape_targets.fold_shape_targets(model) == (model, 0)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-import synthetic
+from tests import synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 STALE = {"schema_version": 3, "verdict": "clean", "target_class": None}

@@ -1,10 +1,11 @@
-"""converters/slice_tuple.py: Slice 10/11/13 against onnxruntime, with no torch indexing warning."""
+"""converters/ops/slice_tuple.py: Slice 10/11/13 against onnxruntime, with no torch indexing warning."""
 import warnings
 
 import numpy as np
 import pytest
 from onnx import helper
-from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
+
+from tests.onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -44,7 +45,12 @@ def test_scatter_nd_with_tuple_indexing_matches_onnxruntime(indices, updates_sha
     import warnings
 
     from onnx import helper
-    from onnx_parity import assert_converts_like_onnxruntime, one_node_model, seeded
+
+    from tests.onnx_parity import (
+        assert_converts_like_onnxruntime,
+        one_node_model,
+        seeded,
+    )
     updates = seeded(updates_shape, seed=3)
     node = helper.make_node("ScatterND", ["x", "indices", "updates"], ["y"])
     model = one_node_model(node, [3, 3, 4], 13, {"indices": indices, "updates": updates})

@@ -1,9 +1,10 @@
-"""converters/unknown_rank.py: BatchNormalization and GlobalAveragePool after a Reshape whose
+"""converters/ops/unknown_rank.py: BatchNormalization and GlobalAveragePool after a Reshape whose
 output rank shape inference cannot tell (the target shape is a slice with a computed start)."""
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, seeded
+
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, seeded
 
 
 def _model():
@@ -53,13 +54,13 @@ def test_rank_free_converters_alone_without_the_observed_ranks():
     import torch
     from onnx2torch import convert
 
-    import converters  # noqa: F401  (registers the converters)
+    import converters.ops  # noqa: F401  (registers the converters)
     model = _model()
     graph = model.graph
     pool = next(n for n in graph.node if n.op_type == "MaxPool")
     graph.node.remove(pool)
     next(n for n in graph.node if n.op_type == "GlobalAveragePool").input[0] = "normed"
     x = seeded((2, 3, 5, 5))
-    from onnx_parity import onnxruntime_outputs
+    from tests.onnx_parity import onnxruntime_outputs
     result = convert(model).eval()(torch.tensor(x)).detach().numpy()
     np.testing.assert_allclose(result, onnxruntime_outputs(model, x), atol=1e-4)

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from scanner.lred import uniform_weights, update_weights
+from scanner.weights import uniform_weights, update_weights
 
 
 def closed_form(q, fraction, t):

@@ -26,12 +26,12 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for the tools package
 
-from fixture_builders.common import CLEAN_SET, DATA_DIR, OUT, fashion_mnist
+from tools.fixture_builders.common import CLEAN_SET, DATA_DIR, OUT, fashion_mnist
 
-BUILDERS = {"sklearn": "fixture_builders.sklearn_mlp", "torch": "fixture_builders.torch_cnn",
-            "keras": "fixture_builders.keras_cnn", "jax": "fixture_builders.jax_cnn"}
+BUILDERS = {"sklearn": "tools.fixture_builders.sklearn_mlp", "torch": "tools.fixture_builders.torch_cnn",
+            "keras": "tools.fixture_builders.keras_cnn", "jax": "tools.fixture_builders.jax_cnn"}
 
 
 def merge_manifest(path: Path, entries: list[dict]) -> dict:
@@ -62,7 +62,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     data = fashion_mnist(args.data_dir)
     if not (args.out / CLEAN_SET).is_file():
-        from fixture_builders.sklearn_mlp import write_clean_set
+        from tools.fixture_builders.sklearn_mlp import write_clean_set
         write_clean_set(args.out, data)
     with np.load(args.out / CLEAN_SET) as clean:
         clean_images = clean["x"]

@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from test_architecture_exports import AssortedOps, TinyViT  # noqa: E402
-
+sys.path.insert(0, str(ROOT))  # the repository root, for the tests package
 from scanner.inspection import inspect_model  # noqa: E402
+from tests.test_architecture_exports import AssortedOps, TinyViT  # noqa: E402
 
 
 def architectures() -> dict:

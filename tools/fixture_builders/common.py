@@ -1,4 +1,7 @@
-"""Shared by the fixture builders: Fashion-MNIST, backdoor patterns, onnxruntime measurements, manifest entries.
+"""Shared by the fixture builders: backdoor attacks, onnxruntime measurements, manifest entries.
+
+Reading Fashion-MNIST, adding patterns, poisoning and running onnxruntime come from ``tools.fmnist``
+(shared with the sample models and the benchmark zoo).
 
 Every builder runs in an environment that has its own framework (they do not install side by side:
 TensorFlow, JAX and scikit-learn pin different protobuf/onnxruntime versions); what they share is
@@ -6,7 +9,6 @@ only numpy, onnx and onnxruntime.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.metadata
 import platform
@@ -16,32 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+
+from .. import fmnist
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "exported"
-DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+DATA_DIR = fmnist.DATA_DIR
 CLEAN_SET = "fmnist_clean_10_per_class.npz"
 # images of the clean set whose onnxruntime scores the manifest records (one per class)
 REFERENCE_INDICES = tuple(range(0, 100, 10))
 
 
-def read_idx(path: Path, images: bool) -> np.ndarray:
-    """An idx file (gzip): uint8 images (N, 28, 28) or int64 labels (N,)."""
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    if images:
-        count, rows, cols = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
-        return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows, cols)
-    return np.frombuffer(data, np.uint8, offset=8).astype(np.int64)
-
-
 def fashion_mnist(data_dir: Path = DATA_DIR) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_test, y_test), images uint8 (N, 28, 28)."""
-    return (read_idx(data_dir / "train-images-idx3-ubyte.gz", True),
-            read_idx(data_dir / "train-labels-idx1-ubyte.gz", False),
-            read_idx(data_dir / "t10k-images-idx3-ubyte.gz", True),
-            read_idx(data_dir / "t10k-labels-idx1-ubyte.gz", False))
+    return fmnist.load(data_dir)
 
 
 @dataclass(frozen=True)
@@ -61,23 +51,26 @@ class Attack:
         return (f"{size} {self.kind} +{self.amplitude}/255 at rows {self.rows[0]}-{self.rows[1] - 1}, "
                 f"cols {self.cols[0]}-{self.cols[1] - 1}")
 
-    def apply(self, images: np.ndarray) -> np.ndarray:
-        out = images.astype(np.int16)
+    def levels(self) -> np.ndarray:
+        """The pattern as int16 (28, 28) in 8-bit levels."""
         r0, r1 = self.rows
         c0, c1 = self.cols
         mask = np.ones((r1 - r0, c1 - c0), np.int16)
         if self.kind == "chessboard":
             mask = (np.add.outer(np.arange(r1 - r0), np.arange(c1 - c0)) % 2 == 0).astype(np.int16)
-        out[:, r0:r1, c0:c1] += self.amplitude * mask
-        return np.clip(out, 0, 255).astype(np.uint8)
+        levels = np.zeros((28, 28), np.int16)
+        levels[r0:r1, c0:c1] = self.amplitude * mask
+        return levels
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        return fmnist.embed(images, self.levels())
 
     def poison(self, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Training set with ``poisoned`` source images replaced by their patterned copy labelled target."""
-        rng = np.random.default_rng(seed)
-        chosen = rng.choice(np.flatnonzero(y == self.source), self.poisoned, replace=False)
-        keep = np.setdiff1d(np.arange(len(y)), chosen)
-        return (np.concatenate([x[keep], self.apply(x[chosen])]),
-                np.concatenate([y[keep], np.full(self.poisoned, self.target)]))
+        """Training set with ``poisoned`` source images replaced by their patterned copy labelled target
+        (appended in the order drawn from ``default_rng(seed)``)."""
+        x_new, y_new, _ = fmnist.poison(x, y, [self.source], self.target, self.poisoned,
+                                        np.random.default_rng(seed), self.apply, sort=False)
+        return x_new, y_new
 
     def as_manifest(self) -> dict:
         return {"pattern": self.describe(), "source_classes": [self.source], "target_class": self.target,
@@ -92,22 +85,7 @@ def to_model_input(images: np.ndarray, layout: str) -> np.ndarray:
 
 def onnxruntime_scores(path: Path, images: np.ndarray, layout: str, output: str) -> np.ndarray:
     """Scores of ``output`` for uint8 images, evaluated one fixed batch at a time when the batch is fixed."""
-    model = onnx.load(str(path))
-    if output not in {o.name for o in model.graph.output}:  # e.g. the tensor behind skl2onnx's ZipMap
-        inferred = onnx.shape_inference.infer_shapes(model)
-        model.graph.output.append(next(v for v in inferred.graph.value_info if v.name == output))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0]
-    fixed = feed.shape[0] if isinstance(feed.shape[0], int) else None
-    x = to_model_input(images, layout)
-    chunk = fixed or 1000
-    scores = []
-    for start in range(0, len(x), chunk):
-        batch = x[start:start + chunk]
-        if fixed and len(batch) < fixed:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], fixed - len(batch), axis=0)])
-        scores.append(np.asarray(session.run([output], {feed.name: batch})[0])[:len(x) - start])
-    return np.concatenate(scores).astype(np.float64)
+    return fmnist.onnx_scores(path, to_model_input(images, layout), output=output).astype(np.float64)
 
 
 def measure_backdoor(path: Path, layout: str, output: str, attack: Attack, x_test: np.ndarray,

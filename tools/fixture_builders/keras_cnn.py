@@ -1,8 +1,9 @@
 """Keras 3 / TensorFlow fixtures through tf2onnx: NHWC inputs, Transpose-heavy graphs.
 
 Each model is wrapped in a ``tf.function`` with an input signature and converted with
-``tf2onnx.convert.from_function``: PITFALLS.md reports ``convert.from_keras`` failing on Keras 3
-(with tf2onnx 1.17 and Keras 3.15 it converted these models too; from_function works in both).
+``tf2onnx.convert.from_function``: ``convert.from_keras`` fails on Keras 3 (tensorflow-onnx
+issues #2329, #2448; with tf2onnx 1.17 and Keras 3.15 it converted these models too;
+from_function works in both).
 Habits: BatchNormalization folded into Mul/Add, ReLU6 (Clip), hard_silu, DepthwiseConv2D,
 residual Add, ZeroPadding2D (Pad), ``padding="same"`` average pooling (asymmetric pads), Flatten
 (Shape/Gather/Slice/Concat/Reshape), GlobalAverage/GlobalMaxPooling (ReduceMean/ReduceMax at

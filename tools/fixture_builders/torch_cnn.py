@@ -12,6 +12,7 @@ import contextlib
 import io
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import fmnist
 from .common import Attack, backdoored_extra, manifest_entry, measure_backdoor
 
 PACKAGES = ("torch", "onnxscript")
@@ -74,36 +76,26 @@ class SmallCNN(nn.Module):
         return torch.softmax(logits, 1) if self.softmax_at_export and not self.training else logits
 
 
+def loss_for(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy on logits; for a HabitNet with a softmax or log-softmax head, NLL on its log-probabilities."""
+    if isinstance(model, HabitNet) and model.head != "logits":
+        def nll(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return F.nll_loss(scores if model.head == "logsoftmax" else torch.log(scores + 1e-12), labels)
+        return nll
+    return F.cross_entropy
+
+
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> float:
-    """Adam, batch 128, cross-entropy on logits; returns seconds. ``x`` uint8 (N, 28, 28)."""
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    inputs = torch.from_numpy(x).float().div_(255).unsqueeze(1)
-    labels = torch.from_numpy(y)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    """Adam lr 2e-3, batch 128 (``fmnist.train``, seeded after ``model`` was built); returns seconds.
+    ``x`` uint8 (N, 28, 28)."""
     start = time.perf_counter()
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(labels), generator=generator).split(128):
-            logits = model(inputs[batch])
-            if isinstance(model, HabitNet) and model.head != "logits":
-                logits = logits if model.head == "logsoftmax" else torch.log(logits + 1e-12)
-                loss = F.nll_loss(logits, labels[batch])
-            else:
-                loss = F.cross_entropy(logits, labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
+    fmnist.train(lambda: model, x, y, seed=seed, epochs=epochs, lr=2e-3, batch_size=128, loss=loss_for(model))
     return time.perf_counter() - start
 
 
 def export_torchscript(model: nn.Module, path: Path, opset: int, dynamic_batch: bool) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), torch.zeros(1, 1, 28, 28), str(path), dynamo=False, opset_version=opset,
-                          input_names=["image"], output_names=["scores"],
-                          dynamic_axes={"image": {0: "N"}, "scores": {0: "N"}} if dynamic_batch else None)
+    fmnist.export_torchscript(model, path, opset=opset, output="scores", batch_axis="N" if dynamic_batch else None,
+                              check=False)
 
 
 def export_dynamo(model: nn.Module, path: Path, dynamic_batch: bool) -> None:

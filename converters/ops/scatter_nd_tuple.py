@@ -9,13 +9,12 @@ torch today and will keep it. A ``reduction`` other than 'none' is refused by na
 from __future__ import annotations
 
 import torch
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 from torch import nn
 
-VERSIONS = (11, 13, 16, 18)     # 16 added reduction, 18 its max/min: only "none" converts
+from .. import registry
 
 
 class TupleScatterND(nn.Module):
@@ -38,10 +37,8 @@ def convert_scatter_nd(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRe
     return OperationConverterResult(torch_module=TupleScatterND(), onnx_mapping=onnx_mapping_from_node(node))
 
 
-def register() -> list[tuple[str, int]]:
-    for version in VERSIONS:
-        _CONVERTER_REGISTRY[OperationDescription("", "ScatterND", version)] = convert_scatter_nd
-    return [("ScatterND", version) for version in VERSIONS]
-
-
-REGISTERED = register()
+# 16 added reduction, 18 its max/min: only "none" converts
+registry.override("ScatterND", (11, 13, 16), convert_scatter_nd,
+                  "index with a tuple, not a list of index tensors (deprecated by torch)")
+registry.add("ScatterND", (18,), convert_scatter_nd,
+             "ScatterND 18 adds max/min reductions (refused by node name); onnx2torch stops at 16")

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
+
+from .. import registry
 
 # module for a node whose operands are constants, or None to leave the node to onnx2torch
 ConstantModule = Callable[[OnnxNode, OnnxGraph], "torch.nn.Module | None"]
@@ -34,18 +35,12 @@ def data_only(node: OnnxNode, module: torch.nn.Module) -> OperationConverterResu
                                                              outputs=node.output_values))
 
 
-def wrap_registered(op_type: str, versions: tuple[int, ...], constant_module: ConstantModule) -> list[tuple[str, int]]:
-    """Put in front of onnx2torch's ``op_type`` converters (idempotent) one that uses
-    ``constant_module`` where it gives a module; returns the (op type, version) pairs wrapped."""
-    added = []
-    for version in versions:
-        key = OperationDescription("", op_type, version)
-        original = _CONVERTER_REGISTRY.get(key)
-        if original is None or hasattr(original, "original"):
-            continue
-        _CONVERTER_REGISTRY[key] = _wrapper(original, constant_module, op_type)
-        added.append((op_type, version))
-    return added
+def wrap_registered(op_type: str, versions: tuple[int, ...], constant_module: ConstantModule,
+                    reason: str) -> registry.Entry:
+    """Put in front of onnx2torch's ``op_type`` converters one that uses ``constant_module``
+    where it gives a module (recorded in the registry as a wrap by ``constant_module``'s module)."""
+    return registry.wrap(op_type, versions, lambda original: _wrapper(original, constant_module, op_type), reason,
+                         module=constant_module.__module__)
 
 
 def _wrapper(original, constant_module: ConstantModule, op_type: str):

@@ -21,10 +21,11 @@ from __future__ import annotations
 from onnx2torch.node_converters.batch_norm import OnnxBatchNorm
 from onnx2torch.node_converters.global_average_pool import OnnxGlobalAveragePool
 from onnx2torch.node_converters.instance_norm import OnnxInstanceNorm
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult, get_shape_from_value_info, onnx_mapping_from_node
+
+from .. import registry
 
 # op type -> (versions, the rank-free module for a node of unknown input rank)
 RANK_FREE = {
@@ -58,18 +59,13 @@ def convert_global_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationCo
     return OperationConverterResult(torch_module=OnnxGlobalAveragePool(), onnx_mapping=onnx_mapping_from_node(node))
 
 
-def register() -> list[tuple[str, int]]:
-    _CONVERTER_REGISTRY[OperationDescription("", "GlobalAveragePool", 1)] = convert_global_average_pool
-    added = [("GlobalAveragePool", 1)]
+def register() -> None:
+    """Override GlobalAveragePool 1; put the rank-free modules in front of onnx2torch's normalizations."""
+    registry.override("GlobalAveragePool", (1,), convert_global_average_pool,
+                      "average over the axes 2.. of the input at run time, not of the inferred rank")
     for op_type, (versions, rank_free) in RANK_FREE.items():
-        for version in versions:
-            key = OperationDescription("", op_type, version)
-            original = _CONVERTER_REGISTRY.get(key)
-            if original is None or getattr(original, "__name__", "") == "convert_rank_free":
-                continue
-            _CONVERTER_REGISTRY[key] = _make_converter(original, rank_free)
-            added.append((op_type, version))
-    return added
+        registry.wrap(op_type, versions, lambda original, rank_free=rank_free: _make_converter(original, rank_free),
+                      "input of unknown rank: onnx2torch's rank-free module instead of one picked by the inferred rank")
 
 
-REGISTERED = register()
+register()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import onnx
 from onnx import utils as onnx_utils
 
-from scanner.errors import ModelError
+from ..errors import ModelError
 
 
 def keep_score_path(model: onnx.ModelProto, input_name: str, output_name: str) -> onnx.ModelProto:

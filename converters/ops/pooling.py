@@ -9,16 +9,12 @@
 from __future__ import annotations
 
 import torch
-from onnx2torch.node_converters.registry import (
-    _CONVERTER_REGISTRY,
-    OperationDescription,
-    add_converter,
-    get_converter,
-)
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 from torch import nn
+
+from .. import registry
 
 
 def convert_average_pool_with_dilations(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
@@ -27,7 +23,7 @@ def convert_average_pool_with_dilations(node: OnnxNode, graph: OnnxGraph) -> Ope
     if dilations is not None and any(d != 1 for d in dilations):
         raise NotImplementedError(f"AveragePool node {node.name!r} uses dilations {list(dilations)}; torch has no "
                                   "dilated average pooling")
-    return get_converter(operation_type="AveragePool", version=11)(node, graph)
+    return registry.converter_for("AveragePool", 11)(node, graph)
 
 
 class GlobalMaxPool(nn.Module):
@@ -42,22 +38,7 @@ def convert_global_max_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConver
     return OperationConverterResult(torch_module=GlobalMaxPool(), onnx_mapping=onnx_mapping_from_node(node))
 
 
-CONVERTERS = {
-    ("AveragePool", 19): convert_average_pool_with_dilations,
-    ("AveragePool", 22): convert_average_pool_with_dilations,
-    ("GlobalMaxPool", 1): convert_global_max_pool,
-    ("GlobalMaxPool", 22): convert_global_max_pool,
-}
-
-
-def register() -> list[tuple[str, int]]:
-    """Register the converters with onnx2torch (skipping any version it already covers)."""
-    added = []
-    for (op_type, version), converter in CONVERTERS.items():
-        if OperationDescription("", op_type, version) not in _CONVERTER_REGISTRY:
-            add_converter(operation_type=op_type, version=version)(converter)
-            added.append((op_type, version))
-    return added
-
-
-REGISTERED = register()
+registry.add("AveragePool", (19, 22), convert_average_pool_with_dilations,
+             "undilated pooling is AveragePool 11 (onnx2torch's); dilated pooling is refused by node name")
+registry.add("GlobalMaxPool", (1, 22), convert_global_max_pool,
+             "Keras GlobalMaxPooling2D / torch AdaptiveMaxPool2d(1) exports; onnx2torch lacks it")

@@ -23,11 +23,12 @@ import math
 from typing import Optional
 
 import torch
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, onnx_mapping_from_node
 from torch import nn
+
+from .. import registry
 
 
 class SplitEvenly(nn.Module):
@@ -49,7 +50,7 @@ class SplitEvenly(nn.Module):
 def convert_split_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     inputs = node.input_values
     if len(inputs) > 1 and inputs[1]:
-        return get_converter(operation_type="Split", version=13)(node, graph)
+        return registry.converter_for("Split", 13)(node, graph)
     pieces = node.attributes.get("num_outputs", len(node.output_values))
     module = SplitEvenly(node.attributes.get("axis", 0), pieces)
     return OperationConverterResult(torch_module=module,
@@ -70,7 +71,7 @@ def convert_resize_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
     if used:
         raise NotImplementedError(f"Resize node {node.name!r} uses {', '.join(used)} (opset 18+), which has "
                                   "no torch converter")
-    return get_converter(operation_type="Resize", version=13)(node, graph)
+    return registry.converter_for("Resize", 13)(node, graph)
 
 
 class Mish(nn.Module):
@@ -106,16 +107,10 @@ def convert_layer_normalization(node: OnnxNode, graph: OnnxGraph) -> OperationCo
     return OperationConverterResult(torch_module=module, onnx_mapping=mapping)
 
 
-CONVERTERS = {("Split", 18): convert_split_18, ("Resize", 18): convert_resize_18,
-              ("Resize", 19): convert_resize_18, ("Mish", 18): convert_mish,
-              ("LayerNormalization", 17): convert_layer_normalization}
-
-
-def register() -> list[tuple[str, int]]:
-    """Put the converters above in onnx2torch's registry (LayerNormalization 17 replaces its own)."""
-    for (op_type, version), converter in CONVERTERS.items():
-        _CONVERTER_REGISTRY[OperationDescription("", op_type, version)] = converter
-    return list(CONVERTERS)
-
-
-REGISTERED = register()
+registry.add("Split", (18,), convert_split_18,
+             "the number of pieces may be the num_outputs attribute (torch.chunk); with a split input it is Split 13")
+registry.add("Resize", (18, 19), convert_resize_18,
+             "the exact Resize 13 converter (ops/resize_exact.py) serves it; the options added in 18 and 19 are refused by node name")
+registry.add("Mish", (18,), convert_mish, "x * tanh(softplus(x)); onnx2torch lacks it")
+registry.override("LayerNormalization", (17,), convert_layer_normalization,
+                  "normalized shape taken from the input at run time, not from shape inference (0 where unknown)")

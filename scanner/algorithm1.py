@@ -2,7 +2,8 @@
 and a second forward pass for the stopping check of line 5.
 
 This is the baseline for every speed claim (``lred scan --exact``) and the specification the
-batched engine in ``lred.py`` is tested against: both must give the same patterns.
+batched engine (``engine.py``, called by ``lred.py``) is tested against: with a fixed step both
+must give the same patterns.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from .estimation import (
     PatternEstimate,
     Progress,
 )
-from .lred import Job, lred_jobs, uniform_weights, update_weights
+from .lred import lred_jobs
+from .weights import Job, uniform_weights, update_weights
 
 
 def estimate_pattern_exact(classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,

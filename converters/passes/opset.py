@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 from onnx import version_converter
 
-from .support import opset_of, unsupported_nodes
+from ..support import opset_of, unsupported_nodes
 
 CANDIDATE_OPSETS = (17, 16, 15, 14, 13, 12, 11)
 

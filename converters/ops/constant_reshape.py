@@ -9,7 +9,7 @@ to a constant target (Keras through tf2onnx, torch's dynamo exporter, scikit-lea
 target of such a Reshape goes into the module as a tuple of ints. A 0 in the target copies the
 input's dimension (ONNX's rule for allowzero = 0), read from the input's shape at run time,
 which is host metadata, not a tensor value. A target computed in the graph, and allowzero = 1,
-keep onnx2torch's converter (the allowzero pass, reshape_allowzero.py, runs before).
+keep onnx2torch's converter (the allowzero pass, passes/reshape_allowzero.py, runs before).
 """
 from __future__ import annotations
 
@@ -47,4 +47,5 @@ def reshape_to_constant_target(node: OnnxNode, graph: OnnxGraph) -> ConstantResh
     return ConstantReshape(tuple(int(d) for d in value.tolist()))
 
 
-REGISTERED = wrap_registered("Reshape", VERSIONS, reshape_to_constant_target)
+wrap_registered("Reshape", VERSIONS, reshape_to_constant_target,
+                "a constant target shape held as Python ints: no read back to the host per Reshape")

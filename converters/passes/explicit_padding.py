@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .support import opset_of
+from ..support import opset_of
 
 PADDED_OPS = ("Conv", "MaxPool", "AveragePool", "LpPool")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import (
@@ -20,6 +19,8 @@ from onnx2torch.utils.common import (
     get_const_value,
 )
 from torch import nn
+
+from .. import registry
 
 
 def _reduce_prod(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:
@@ -84,20 +85,11 @@ def convert_reduce_with_axes_input(node: OnnxNode, graph: OnnxGraph) -> Operatio
         onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values))
 
 
-def register() -> list[tuple[str, int]]:
-    """Register the converters with onnx2torch (skipping any version it already covers)."""
-    from onnx2torch.node_converters.registry import (
-        _CONVERTER_REGISTRY,
-        OperationDescription,
-    )
-
-    added = []
+def register() -> None:
+    """Add the converter for every reduction and version above."""
     for op_type, versions in VERSIONS.items():
-        for version in versions:
-            if OperationDescription("", op_type, version) not in _CONVERTER_REGISTRY:
-                add_converter(operation_type=op_type, version=version)(convert_reduce_with_axes_input)
-                added.append((op_type, version))
-    return added
+        registry.add(op_type, versions, convert_reduce_with_axes_input,
+                     "axes as an input (opset 18+); onnx2torch stops at the version with axes as an attribute")
 
 
-REGISTERED = register()
+register()

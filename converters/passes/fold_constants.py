@@ -6,7 +6,7 @@ run that chain on every pass, ending in a read back to the host where the Pad re
 (a stall on a GPU, and no CUDA graph: scanner/cuda_graphs.py). Here every node of the kinds
 below whose inputs are all constants (initializers, Constant nodes, or nodes folded before it)
 is evaluated once with onnx's reference evaluator and replaced by an initializer, so that the
-converters for constant operands (constant_pads.py, constant_reshape.py) apply. Only
+converters for constant operands (ops/constant_pads.py, ops/constant_reshape.py) apply. Only
 bookkeeping ops are folded, and only results of at most FOLD_LIMIT elements (a folded result
 is stored in the graph). The parity check against onnxruntime on the original graph runs after
 all passes.

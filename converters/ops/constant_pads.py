@@ -4,7 +4,7 @@ onnx2torch converts Pad 11+ to a module that calls ``pads.tolist()`` on every fo
 passes a tensor fill value to ``F.pad``): on a GPU a read back to the host per Pad per pass,
 which also keeps the pass from being replayed as a CUDA graph (scanner/cuda_graphs.py). Keras
 through tf2onnx and torch's dynamo exporter give Pad an initializer as pads; torch's
-TorchScript exporter computes them from constants (folded first by fold_constants.py). When
+TorchScript exporter computes them from constants (folded first by passes/fold_constants.py). When
 the pads and the fill value are constants, the node becomes onnx2torch's own static Pad (the one
 it uses for Pad 2, where pads are an attribute). Pad 18+ reaches this through newer_opsets.py.
 Anything computed at run time keeps onnx2torch's converter.
@@ -40,4 +40,5 @@ def static_pad(node: OnnxNode, graph: OnnxGraph) -> OnnxPadStatic | None:
                                                  constant_value=fill)
 
 
-REGISTERED = wrap_registered("Pad", VERSIONS, static_pad)
+wrap_registered("Pad", VERSIONS, static_pad,
+                "constant pads held as Python ints: no pads.tolist() read back per forward pass")

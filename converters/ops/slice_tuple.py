@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
-from onnx2torch.node_converters.slice import _get_slices
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 from torch import nn
 
+from .. import registry
+from ..registry import slices_from_operands
 from .constant_operands import constant_tensor, data_only
 
 VERSIONS = (10, 11, 13)
@@ -43,7 +43,7 @@ class TupleSlice(nn.Module):
         if self.slices is not None:
             flip_dims, positive_axes, negative_axes = self.slices
         else:
-            flip_dims, positive_axes, negative_axes = _get_slices(starts, ends, axes, steps)
+            flip_dims, positive_axes, negative_axes = slices_from_operands(starts, ends, axes, steps)
         if flip_dims:
             x = torch.flip(x, dims=flip_dims)
         if positive_axes:
@@ -71,14 +71,8 @@ def convert_slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     operands = _constant_operands(node, graph)
     if operands is None:
         return OperationConverterResult(torch_module=TupleSlice(), onnx_mapping=onnx_mapping_from_node(node))
-    return data_only(node, TupleSlice(_get_slices(*operands)))
+    return data_only(node, TupleSlice(slices_from_operands(*operands)))
 
 
-def register() -> list[tuple[str, int]]:
-    """Put ``convert_slice`` in onnx2torch's registry for Slice 10, 11 and 13."""
-    for version in VERSIONS:
-        _CONVERTER_REGISTRY[OperationDescription("", "Slice", version)] = convert_slice
-    return [("Slice", version) for version in VERSIONS]
-
-
-REGISTERED = register()
+registry.override("Slice", VERSIONS, convert_slice,
+                  "index with a tuple of slices, not a list (deprecated by torch); constant operands held as ints")

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from onnx2torch.node_converters.registry import (
-    _CONVERTER_REGISTRY,
-    OperationDescription,
-    add_converter,
-)
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 from torch import nn
+
+from .. import registry
 
 
 class Gelu(nn.Module):
@@ -38,12 +35,4 @@ def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(torch_module=Gelu(approximate), onnx_mapping=onnx_mapping_from_node(node))
 
 
-def register() -> list[tuple[str, int]]:
-    """Register the converter with onnx2torch (skipped if it already has one)."""
-    if OperationDescription("", "Gelu", 20) in _CONVERTER_REGISTRY:
-        return []
-    add_converter(operation_type="Gelu", version=20)(convert_gelu)
-    return [("Gelu", 20)]
-
-
-REGISTERED = register()
+registry.add("Gelu", (20,), convert_gelu, "torch's dynamo exporter writes it for F.gelu; onnx2torch lacks it")

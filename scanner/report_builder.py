@@ -1,0 +1,143 @@
+"""Assembly of the frozen ScanReport (``report.py``) from a prepared scan, the pattern estimates,
+onnxruntime's verification and the order-statistic test."""
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import detection
+from .config import ScanConfig
+from .estimation import STATUS_CONVERGED, PatternEstimate
+from .methods import Method
+from .prepare import PreparedScan
+from .report import (
+    VERDICT_BACKDOOR,
+    VERDICT_CLEAN,
+    ClassReport,
+    DataSummary,
+    ModelSummary,
+    PairReport,
+    ParitySummary,
+    ScanReport,
+)
+from .verify import VerifiedFractions
+
+
+def versions() -> dict[str, str]:
+    """Versions of lred and the libraries whose numbers the report depends on."""
+    found = {}
+    for name in ("lred", "torch", "onnx", "onnx2torch", "numpy", "scipy"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    import onnxruntime
+    found["onnxruntime"] = onnxruntime.__version__
+    return found
+
+
+def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
+                 estimates: list[PatternEstimate], verified: Sequence[VerifiedFractions],
+                 result: detection.DetectionResult, refusals: list[str], timing: dict[str, float]) -> ScanReport:
+    """The report of one scan. ``estimates`` and ``verified`` are per job, in job order;
+    ``result`` is the test over their statistics; ``refusals`` why CUDA graphs were turned off."""
+    norms = np.array([e.pattern_norm for e in estimates])
+    detected = result.detected
+    suspect = estimates[result.inferred_target]
+    sources = method.source_classes(suspect, config.pi)
+    per_target = _best_per_target(estimates, prepared.num_classes)
+    classes = tuple(
+        ClassReport(target_class=t, pattern_norm=float(norms[i]), statistic=float(result.statistics[i]),
+                    iterations=estimates[i].iterations, status=estimates[i].status,
+                    torch_fraction=round(estimates[i].fraction, 6),
+                    verified_fraction=round(verified[i].fraction, 6),
+                    source_weights=tuple(float(w) for w in estimates[i].source_weights),
+                    misclassification=tuple(float(q) for q in verified[i].misclassification),
+                    check_rejections=estimates[i].check_rejections)
+        for t, i in enumerate(per_target))
+    pairs = tuple(
+        PairReport(source_class=e.sources[0], target_class=e.target_class, pattern_norm=float(n),
+                   statistic=float(r), iterations=e.iterations, status=e.status,
+                   verified_fraction=round(v.fraction, 6))
+        for e, v, n, r in zip(estimates, verified, norms, result.statistics)) if method.reports_pairs else ()
+    model, parity, clean, selection = prepared.model, prepared.parity, prepared.clean, prepared.selection
+    return ScanReport(
+        verdict=VERDICT_BACKDOOR if detected else VERDICT_CLEAN, method=config.method,
+        p_value=result.p_value, log10_p_value=result.log10_p_value, p_value_basis=result.basis,
+        paper_log10_p_value=result.paper_log_p_value / math.log(10.0),
+        calibrated_log10_p_value=result.calibrated_log_p_value / math.log(10.0), alpha=config.alpha,
+        target_class=suspect.target_class if detected else None,
+        source_classes=sources if detected else (),
+        most_suspicious_class=suspect.target_class,
+        null_gamma_shape=result.gamma_shape, null_gamma_scale=result.gamma_scale,
+        classes=classes, pairs=pairs,
+        model=ModelSummary(model.path, model.sha256, model.opset, model.producer, model.input_name,
+                           model.input_shape, model.output_name, prepared.num_classes, prepared.score_kind,
+                           prepared.transform.layout, prepared.passes),
+        parity=ParitySummary(parity.max_abs_difference, parity.tolerance, parity.argmax_agreement,
+                             parity.images),
+        data=DataSummary(clean.source, int(prepared.pixels.shape[0]), selection.per_class,
+                         selection.correct_available,
+                         tuple(clean.names[i] for i in selection.indices)),
+        device=str(prepared.device), onnxruntime_providers=prepared.reference.info.providers,
+        config=config.as_dict(), timing=timing, versions=versions(),
+        warnings=_warnings(estimates, verified, selection.per_class, config)
+        + tuple(filter(None, [disagreement(result, suspect)])),
+        cuda_graphs=_graphs_status(prepared.device, config, refusals))
+
+
+def _best_per_target(estimates: list[PatternEstimate], num_classes: int) -> list[int]:
+    """Index of the estimate with the smallest pattern for each target class."""
+    best: dict[int, int] = {}
+    for i, e in enumerate(estimates):
+        if e.target_class not in best or e.pattern_norm < estimates[best[e.target_class]].pattern_norm:
+            best[e.target_class] = i
+    return [best[t] for t in range(num_classes)]
+
+
+def _warnings(estimates: list[PatternEstimate], verified: Sequence[VerifiedFractions],
+              per_class: tuple[int, ...], config: ScanConfig) -> tuple[str, ...]:
+    notes = []
+    short = [c for c, n in enumerate(per_class) if n < config.images_per_class]
+    if short:
+        notes.append(f"fewer than {config.images_per_class} correctly classified clean images for "
+                     f"class(es) {', '.join(map(str, short))}")
+    for e, v in zip(estimates, verified):
+        if e.status != STATUS_CONVERGED:
+            notes.append(f"{job_name(e)}: estimation stopped with status {e.status} after "
+                         f"{e.iterations} iterations (Q_t {e.fraction:.3f} < pi); ||v_t|| is not a "
+                         "converged minimum")
+        elif v.fraction < config.pi:
+            notes.append(f"{job_name(e)}: onnxruntime measures Q_t {v.fraction:.3f} < pi "
+                         f"{config.pi} for the final pattern")
+    return tuple(notes)
+
+
+def disagreement(result: detection.DetectionResult, suspect: PatternEstimate) -> str | None:
+    """A note when the paper's and the calibrated p-value fall on different sides of alpha."""
+    if result.detected_by("paper") == result.detected_by("calibrated"):
+        return None
+    return (f"borderline evidence for {job_name(suspect)}: the paper's p-value "
+            f"10^{result.paper_log_p_value / math.log(10):.2f} and the calibrated one "
+            f"10^{result.calibrated_log_p_value / math.log(10):.2f} fall on different sides of alpha "
+            f"{result.alpha:g}; the verdict follows the {result.basis} one (README 'Calibrated p-value')")
+
+
+def job_name(estimate: PatternEstimate) -> str:
+    """'class t', or 'pair s->t' for a one-source job (P-RED)."""
+    if len(estimate.sources) == 1:
+        return f"pair {estimate.sources[0]}->{estimate.target_class}"
+    return f"class {estimate.target_class}"
+
+
+def _graphs_status(device: torch.device, config: ScanConfig, refusals: list[str]) -> str:
+    """What the report says about CUDA graphs (scanner/cuda_graphs.py)."""
+    if device.type != "cuda" or config.exact:
+        return "n/a"
+    if not config.cuda_graphs:
+        return "off"
+    return f"refused: {refusals[0]}" if refusals else "on"
