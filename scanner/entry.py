@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import sys
 
+import click
+
 from .errors import InterruptedScanError, LredError
+from .failure import fail, write_error_report
 from .interrupts import raise_on_signals
 
 UNFINISHED = "the run did not finish (this report is written when it starts and replaced when it ends)"
@@ -32,11 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     report = json_report_path(args)
     try:
-        import click
-
-        from .cli import fail, main as group, write_error_report
         if report is not None and report != "-":
             write_error_report(report, UNFINISHED, "Unfinished")
+        from .cli import main as group
         group.main(args=args, prog_name="lred", standalone_mode=False)
     except click.ClickException as exc:             # usage errors: click's own message, then ours
         exc.show()
