@@ -11,100 +11,25 @@ Layout (lower layer: imports nothing from ``scanner``):
 * ``fixed_batch``   evaluating a graph that bakes its batch size in, a fixed batch at a time;
 * ``parity``    the gate the scanner runs against onnxruntime before any estimation.
 
-``to_torch`` returns the module with every parameter frozen.
+``to_torch`` (``convert.py``) returns the module with every parameter frozen. The package's
+public names load on first use: ``import converters.errors`` (what ``scanner.errors`` does) must
+not load torch and onnx2torch, so that the command line can refuse bad options at once.
+Importing ``converters.ops`` (or using any public name) registers our converters with onnx2torch.
 """
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
-import onnx
-import torch
-
-from . import ops  # noqa: F401  (importing it registers our converters with onnx2torch)
-from .diagnose import describe_refusal
-from .errors import ConversionError, UnsupportedOperatorError
-from .fixed_batch import FixedBatchModule, batch_independent, runs_on_batch, vectorizes
-from .parity import Parity, compare_scores
-from .passes import FREE_BATCH, PASSES, Target, run_passes
-from .passes.float32 import parity_rtol
-from .passes.static_batch import fixed_batch_size
-from .support import UnsupportedNode, unsupported_nodes
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["ConvertedModel", "Parity", "UnsupportedNode", "compare_scores", "parity_rtol", "to_torch",
            "unsupported_nodes"]
 
-
-@dataclass(frozen=True, eq=False)
-class ConvertedModel:
-    """A frozen torch module computing the class scores, and the graph passes that were applied."""
-
-    module: torch.nn.Module
-    passes: tuple[str, ...]
+if TYPE_CHECKING:
+    from .convert import ConvertedModel, Parity, UnsupportedNode, compare_scores, parity_rtol, to_torch, \
+        unsupported_nodes
 
 
-def to_torch(model: onnx.ModelProto, input_name: str, output_name: str) -> ConvertedModel:
-    """Convert the path input -> class scores of ``model`` into a frozen torch module.
-
-    Runs ``passes.PASSES`` in order, then onnx2torch. When the pass that frees a fixed batch size
-    leaves a graph that does not run on other batch sizes, the passes after it are run again on
-    the graph it received (see ``_batch_fallback``)."""
-    target = Target(input_name, output_name)
-    split = [name for name, _ in PASSES].index(FREE_BATCH)
-    unfreed, passes = run_passes(model, target, PASSES[:split])
-    freed, freeing = run_passes(unfreed, target, PASSES[split:split + 1])
-    passes += freeing
-    freeing_index = len(passes) - 1
-    graph, later = run_passes(freed, target, PASSES[split + 1:])
-    passes += later
-    module = _onnx2torch(graph)
-    fixed = fixed_batch_size(unfreed, input_name)
-    if fixed is not None:
-        module = _batch_fallback(module, freed, input_name, fixed, passes,
-                                 original=lambda: _onnx2torch(run_passes(unfreed, target, PASSES[split + 1:])[0]),
-                                 freeing=freeing_index)
-    return ConvertedModel(module, tuple(passes))
-
-
-def _onnx2torch(graph: onnx.ModelProto) -> torch.nn.Module:
-    """onnx2torch on a graph every pass has run on; the module comes back frozen, in eval mode."""
-    from onnx2torch import convert
-
-    try:
-        module = convert(graph)
-    except NotImplementedError as exc:
-        raise UnsupportedOperatorError(describe_refusal(graph, exc)) from exc
-    except Exception as exc:
-        raise ConversionError(f"onnx2torch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    module.eval()
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    return module
-
-
-def _batch_fallback(module: torch.nn.Module, graph: onnx.ModelProto, input_name: str, fixed: int,
-                    passes: list[str], original, freeing: int) -> torch.nn.Module:
-    """The module itself if it runs on any batch size; else the original graph evaluated ``fixed``
-    images at a time.
-
-    ``graph`` is the graph with the batch freed, ``original()`` converts the graph before that
-    pass. A freed graph that fails on other batch sizes, or runs on them with different results
-    (a Reshape whose input does not start with the batch, as in torch's multi-head attention,
-    which keeps tokens first: its freed target copies the wrong dimension), is not used at all:
-    the original graph at its own batch size is the exported one. ``passes[freeing]`` is the
-    pass list's entry for the freeing."""
-    dims = next((tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
-                 for v in graph.graph.input if v.name == input_name), ())
-    if len(dims) < 2 or any(d is None for d in dims[1:]) or batch_independent(module, fixed, dims[1:]):
-        return module
-    module = original()
-    passes[freeing] = f"kept the fixed batch size {fixed} (the graph does not run on other batch sizes once freed)"
-    if not runs_on_batch(module, fixed, dims[1:]):
-        raise ConversionError(f"the converted module runs on no batch size (the graph bakes in {fixed})")
-    vectorized = vectorizes(module, fixed, dims[1:])
-    message = (f"the graph bakes batch size {fixed} in beyond its input and Reshape targets: evaluating "
-               f"{fixed} image(s) at a time, " + ("vectorized with torch.func.vmap" if vectorized else
-                                                  "in a loop (correct but slower)"))
-    logging.getLogger(__name__).warning(message)
-    passes.append(message)
-    return FixedBatchModule(module, fixed, vectorized)
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import convert
+        return getattr(convert, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,9 +9,24 @@ imperceptible backdoor attacks without access to the training set").
 """
 __version__ = "0.1.0"
 
-from .config import ScanConfig
-from .errors import LredError
-from .pipeline import ScanOutcome, scan
-from .report import ScanReport
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["scan", "ScanConfig", "ScanOutcome", "ScanReport", "LredError", "__version__"]
+
+# The public names are imported on first use: `import scanner` (and so the `lred` command, which
+# must answer a signal or a usage error at once) does not pay for torch and onnxruntime up front.
+_LAZY = {"scan": "pipeline", "ScanOutcome": "pipeline", "ScanConfig": "config", "ScanReport": "report",
+         "LredError": "errors"}
+
+if TYPE_CHECKING:
+    from .config import ScanConfig
+    from .errors import LredError
+    from .pipeline import ScanOutcome, scan
+    from .report import ScanReport
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

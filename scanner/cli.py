@@ -5,11 +5,8 @@ Exit status (like grep/diff): 0 no backdoor detected, 1 backdoor detected, 2 cou
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import click
@@ -17,7 +14,7 @@ import click
 from . import __version__, methods
 from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, LredError
-from .reporters import render_error_json
+from .failure import atomic_write, fail
 
 DEFAULTS = ScanConfig()
 
@@ -31,20 +28,6 @@ def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
         raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=name)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that the file is either complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_patterns(directory: Path, patterns: dict) -> None:
     import io
 
@@ -54,7 +37,7 @@ def _save_patterns(directory: Path, patterns: dict) -> None:
         buffer = io.BytesIO()
         np.save(buffer, pattern, allow_pickle=False)
         name = f"pattern_class_{key}.npy" if isinstance(key, int) else f"pattern_pair_{key[0]}_to_{key[1]}.npy"
-        _atomic_write(directory / name, buffer.getvalue())
+        atomic_write(directory / name, buffer.getvalue())
 
 
 class _Progress:
@@ -187,9 +170,9 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
         if save_patterns is not None:
             _save_patterns(save_patterns, outcome.patterns)
         if json_path is not None:
-            _atomic_write(json_path, render_json(outcome.report).encode())
+            atomic_write(json_path, render_json(outcome.report).encode())
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
-        _fail(exc, json_path, debug)
+        fail(exc, json_path, debug)
         return
     click.echo(render_text(outcome.report), nl=False)
     sys.exit(EXIT_BACKDOOR if outcome.report.backdoor_found else EXIT_CLEAN)
@@ -214,33 +197,12 @@ def inspect(model: Path, data: Path | None, layout: str, output_name: str | None
         report = inspect_model(str(model), str(data) if data else None,
                                ScanConfig(layout=layout, output_name=output_name))
         if json_path is not None:
-            _atomic_write(json_path, render_inspection_json(report).encode())
+            atomic_write(json_path, render_inspection_json(report).encode())
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
-        _fail(exc, json_path, debug)
+        fail(exc, json_path, debug)
         return
     click.echo(render_inspection_text(report), nl=False)
     sys.exit(EXIT_CLEAN if report.ok else EXIT_ERROR)
-
-
-def _fail(exc: BaseException, json_path: Path | None, debug: bool) -> None:
-    if isinstance(exc, LredError):
-        message = str(exc)
-    elif isinstance(exc, KeyboardInterrupt):
-        message = "interrupted"
-    elif isinstance(exc, OSError):
-        message = f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc)
-    else:
-        message = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
-    if debug:
-        traceback.print_exception(exc, file=sys.stderr)
-    click.echo(f"lred: error: {message}", err=True)
-    click.echo("lred: the model was NOT scanned; this is not a clean verdict", err=True)
-    if json_path is not None:
-        try:
-            _atomic_write(json_path, render_error_json(message, type(exc).__name__, EXIT_ERROR).encode())
-        except OSError:
-            pass
-    sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover

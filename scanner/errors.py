@@ -11,7 +11,10 @@
     ├── DataError                  the clean images are missing, malformed or unusable
     ├── ConfigError                a scan parameter is out of range or inconsistent
     ├── EstimationError            a pattern estimation ended at v = 0 (no usable gradient)
-    └── ResourceError              the scan ran out of memory (host or GPU)
+    │   └── InconclusiveError      the estimates cannot carry a verdict (scanner/evidence.py)
+    ├── ResourceError              the scan ran out of memory (host or GPU)
+    │   └── ScanTimeoutError       the scan ran past --timeout
+    └── InterruptedScanError       SIGINT or SIGTERM stopped the scan
 
 Every message is one line: what was expected, what was found, what to do.
 The CLI prints it and exits with status 2; ``--debug`` shows the traceback.
@@ -50,8 +53,21 @@ class EstimationError(LredError):
     every class)."""
 
 
+class InconclusiveError(EstimationError):
+    """The estimates the verdict would rest on did not converge or are not confirmed by onnxruntime:
+    neither "backdoor" nor "clean" can be claimed (scanner/evidence.py says which may be used)."""
+
+
 class ResourceError(LredError):
     """The scan ran out of host or GPU memory; the message says which knob bounds it."""
+
+
+class ScanTimeoutError(ResourceError):
+    """The scan ran past its time limit (``--timeout``); the message names the step."""
+
+
+class InterruptedScanError(LredError):
+    """A signal (SIGINT, SIGTERM) stopped the scan before it finished."""
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -20,14 +20,15 @@ the scan's default (README "Step schedule"); ``ScanConfig.schedule`` picks the s
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
+from .jobs import Job
 
-from .engine import Engine
-from .estimation import Confirm, DifferentiableClassifier, PatternEstimate, Progress
-from .schedules import StepSchedule
-from .weights import Job
+if TYPE_CHECKING:   # torch loads with the engine, not with the method registry (scanner/jobs.py)
+    import torch
+
+    from .estimation import Confirm, DifferentiableClassifier, PatternEstimate, Progress
+    from .schedules import StepSchedule
 
 
 def lred_jobs(num_classes: int) -> list[Job]:
@@ -50,6 +51,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     ``cuda_graphs``: on a CUDA device, replay each unit's passes as a CUDA graph from its second
     iteration on (scanner/cuda_graphs.py); ``notice`` hears why, if that is refused.
     """
+    from .engine import Engine
+
     jobs = lred_jobs(num_classes) if jobs is None else list(jobs)
     engine = Engine(classifier, pixels, labels, num_classes, jobs, pi=pi, schedule=schedule,
                     max_iterations=max_iterations, batch_images=batch_images, confirm=confirm,

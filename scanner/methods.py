@@ -10,12 +10,15 @@ so a new method is one module with its job builder plus one entry here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from . import detection, lred, pred, ured
-from .estimation import PatternEstimate
+from .jobs import Job
+
+if TYPE_CHECKING:   # torch is not needed to list the methods (the CLI reads this table first)
+    from .estimation import PatternEstimate
 
 
 def _sources_by_weight(suspect: PatternEstimate, pi: float) -> tuple[int, ...]:
@@ -42,7 +45,7 @@ class Method:
 
     name: str
     description: str                                     # one line, for the CLI help
-    jobs: Callable[[int], list[lred.Job]]
+    jobs: Callable[[int], list[Job]]
     source_classes: Callable[[PatternEstimate, float], tuple[int, ...]]
     adapts_weights: bool
     reports_pairs: bool

@@ -6,7 +6,7 @@ Sec. 3.2 then runs over the K(K-1) statistics and infers a (source, target) pair
 """
 from __future__ import annotations
 
-from .weights import Job
+from .jobs import Job
 
 
 def pred_jobs(num_classes: int) -> list[Job]:

@@ -6,7 +6,7 @@ The paper uses it as a baseline that fails when an attack has few source classes
 """
 from __future__ import annotations
 
-from .weights import Job
+from .jobs import Job
 
 
 def ured_jobs(num_classes: int) -> list[Job]:

@@ -6,21 +6,12 @@ and in whether w adapts (``lred.py``, ``ured.py``, ``pred.py``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class Job:
-    """One pattern estimation: putative target t, the classes s whose images D_s enter J_t and
-    Q_t (for L-RED every s != t), and whether w adapts by eq. (8) or stays at w(0)."""
-
-    target: int
-    sources: tuple[int, ...]
-    adapt_weights: bool = True
+from .jobs import Job  # noqa: F401  (re-exported: the engine's callers import it from here)
 
 
 def uniform_weights(num_classes: int, target: int, sources: Sequence[int] | None = None) -> np.ndarray:

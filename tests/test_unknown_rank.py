@@ -54,7 +54,7 @@ def test_rank_free_converters_alone_without_the_observed_ranks():
     import torch
     from onnx2torch import convert
 
-    import converters  # noqa: F401  (registers the converters)
+    import converters.ops  # noqa: F401  (registers the converters)
     model = _model()
     graph = model.graph
     pool = next(n for n in graph.node if n.op_type == "MaxPool")

@@ -1,0 +1,4 @@
+"""``python -m scanner``: the ``lred`` command."""
+from .entry import main
+
+main()

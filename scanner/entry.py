@@ -1,0 +1,53 @@
+"""The ``lred`` command's entry point: signals and stale reports, before anything heavy is imported.
+
+* SIGINT and SIGTERM raise InterruptedScanError from the first instruction on (``interrupts.py``),
+  so they end in the same one-line error, error report and exit status 2 as any other failure.
+* A report already at the ``--json`` path is replaced at once by an "error: did not finish" report,
+  so a run that dies in any way (killed, out of memory, usage error) never leaves an older report
+  that reads as this model's result; a finished run replaces it with its own.
+* click's usage errors (``--alpha abc``) end in exit 2 and that error report too.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .errors import InterruptedScanError, LredError
+from .failure import fail, write_error_report
+from .interrupts import raise_on_signals
+
+UNFINISHED = "the run did not finish (this report is written when it starts and replaced when it ends)"
+
+
+def json_report_path(args: list[str]) -> str | None:
+    """The value of ``--json`` among the raw arguments (``--json P`` or ``--json=P``), if any."""
+    for i, arg in enumerate(args):
+        if arg == "--json" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--json="):
+            return arg[len("--json="):]
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    raise_on_signals()
+    args = list(sys.argv[1:] if argv is None else argv)
+    report = json_report_path(args)
+    try:
+        if report is not None and report != "-":
+            write_error_report(report, UNFINISHED, "Unfinished")
+        from .cli import main as group
+        group.main(args=args, prog_name="lred", standalone_mode=False)
+    except click.ClickException as exc:             # usage errors: click's own message, then ours
+        exc.show()
+        fail(LredError(f"usage error: {exc.format_message()}"), report, debug=False)
+    except click.exceptions.Abort:
+        fail(InterruptedScanError("aborted"), report, debug=False)
+    except (LredError, OSError) as exc:              # before the command ran (signals, the first report)
+        fail(exc, report, debug="--debug" in args)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
