@@ -13,7 +13,7 @@ import click
 
 from . import __version__, methods
 from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, ScanConfig
-from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, LredError
+from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, DataError, LredError, ModelError
 from .failure import atomic_write, fail
 
 DEFAULTS = ScanConfig()
@@ -55,6 +55,14 @@ class _Progress:
             return
         self.last = now
         click.echo(f"lred [{stage}] {message}", err=True)
+
+
+def _readable(model: Path, data: Path) -> None:
+    """The cheap checks before the heavy imports: the model file and the clean data exist."""
+    if not model.is_file():
+        raise ModelError(f"model file not found: {model}")
+    if not data.exists():
+        raise DataError(f"clean data not found: {data} (a folder of class sub-folders, or an .npz)")
 
 
 def _reuse_freed_memory() -> None:
@@ -137,6 +145,8 @@ def main() -> None:
 @click.option("--output", "output_name", default=None, help="Name of the class-score output (default: automatic).")
 @click.option("--batch-images", default=DEFAULTS.batch_images, show_default=True, type=int,
               help="Images per forward/backward chunk; lower it to bound memory.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Stop the scan (exit 2) when it runs longer than this; onnxruntime runs are cut off too.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the machine-readable report here (also written, with verdict 'error', on failure).")
 @click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -148,10 +158,10 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
          weight_update_length: float, images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
-         json_path: Path | None, save_patterns: Path | None, quiet: bool, debug: bool) -> None:
+         timeout: float | None, json_path: Path | None, save_patterns: Path | None, quiet: bool,
+         debug: bool) -> None:
     """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
     _reuse_freed_memory()
-    from .pipeline import scan as run_scan
     from .reporters import render_json, render_text
 
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
@@ -165,7 +175,10 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
                             max_iterations=max_iterations, alpha=alpha, p_value_basis=p_value_basis,
                             layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
-                            cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images)
+                            cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images,
+                            timeout=timeout)
+        _readable(model, data)
+        from .pipeline import scan as run_scan    # torch and onnxruntime load only for a scan that can run
         outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
         if save_patterns is not None:
             _save_patterns(save_patterns, outcome.patterns)

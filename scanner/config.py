@@ -55,11 +55,14 @@ class ScanConfig:
     parity_rtol: float = 1e-3          # conversion check: tolerance relative to max |score|
     parity_atol: float = 1e-4
     verify_extra_iterations: int = 200 # steps allowed after onnxruntime disagrees with torch
+    timeout: float | None = None       # seconds for the whole scan (scanner/deadline.py); None: no limit
 
     def __post_init__(self) -> None:
         # imported here: the registry imports the estimation engine, which imports this module
         from .methods import METHOD_NAMES
         checks = [
+            (self.timeout is None or (math.isfinite(self.timeout) and self.timeout > 0),
+             "timeout must be a positive number of seconds"),
             (self.method in METHOD_NAMES, f"method must be one of {', '.join(METHOD_NAMES)}"),
             (self.crossing_resolution is None or self.crossing_resolution > 0,
              "crossing_resolution must be > 0"),

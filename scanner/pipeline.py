@@ -8,10 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import converters
+
 from . import lred
 from .config import ScanConfig
+from .deadline import Deadline
 from .errors import EstimationError, LredError, ResourceError, is_out_of_memory
 from .algorithm1 import estimate_patterns_exact
+from .evidence import require_evidence
 from .methods import method_named
 from .prepare import ProgressCallback, prepare
 from .report import ScanReport
@@ -51,7 +55,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
     say = on_progress or (lambda stage, message: None)
     started = time.perf_counter()
     method = method_named(config.method)
-    prepared = prepare(model_path, data_path, config, on_progress)
+    deadline = Deadline(config.timeout)
+    prepared = prepare(model_path, data_path, config, on_progress, deadline=deadline)
     timing = dict(prepared.timing)
     clock = time.perf_counter()
 
@@ -69,6 +74,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
                     f"{', exact per-target loop' if config.exact else ''})")
 
     def progress(iteration: int, finished: int, total: int) -> None:
+        deadline.check(f"estimating patterns ({finished}/{total} done after {iteration} iterations)")
         say("estimate", f"iteration {iteration}: {finished}/{total} estimations done")
 
     torch.manual_seed(config.seed)
@@ -88,7 +94,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         timing["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
     say("verify", "re-computing misclassification fractions with onnxruntime")
-    verified = [check.fractions(e.target_class, e.pattern, e.source_weights) for e in estimates]
+    rtol = converters.parity_rtol(prepared.model.proto, config.parity_rtol)
+    verified, at_patterns = check.verify(estimates, classifier, rtol, config.parity_atol, config.batch_images)
     lap("verify")
 
     say("test", "order-statistic test")
@@ -102,10 +109,19 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
             "scores to the input (quantized, thresholded or saturated operators?); the order-statistic "
             "test needs a positive ||v_t|| for every class")
     result = method.test(norms, config.alpha, config.p_value_basis)
+
+    def flags_on(kept: list[int]) -> int | None:
+        """The test on the estimates ``kept`` alone: the index (into all estimates) it flags, or None."""
+        alone = method.test(norms[kept], config.alpha, config.p_value_basis)
+        return kept[alone.inferred_target] if alone.detected else None
+
+    notes = require_evidence(estimates, [v.fraction for v in verified], config.pi, result.inferred_target,
+                             result.detected, flags_on)
     lap("test")
     timing["total_seconds"] = round(time.perf_counter() - started, 4)
 
-    report = build_report(prepared, config, method, estimates, verified, result, refusals, timing)
+    report = build_report(prepared, config, method, estimates, verified, result, refusals, timing,
+                          at_patterns, notes)
     patterns = {(e.target_class if not method.reports_pairs else (e.sources[0], e.target_class)):
                 prepared.transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
     return ScanOutcome(report, patterns)

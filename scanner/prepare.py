@@ -26,6 +26,8 @@ from .errors import ConversionMismatchError, ModelError
 from .estimation import DifferentiableClassifier, select_device
 from .model import LoadedModel, load_model
 from .preprocess import InputTransform, resolve_transform
+from .deadline import NO_DEADLINE, Deadline
+from .probes import disagreement, probe_pixels
 from .runtime import ReferenceClassifier
 
 # on_progress(stage, message); stages: load, data, convert, estimate, verify, test
@@ -61,6 +63,7 @@ class PreparedScan:
     passes: tuple[str, ...]
     parity: converters.Parity
     timing: dict[str, float]
+    off_grid: converters.Parity | None = None   # the gate on probe inputs off the clean images
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,9 +146,13 @@ def channels_hint(model: LoadedModel) -> int | None:
 
 
 def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig = ScanConfig(),
-            on_progress: ProgressCallback | None = None, *, channels_last: bool = True) -> PreparedScan:
-    """Load, select, convert and check, as ``lred scan`` does before estimation.
+            on_progress: ProgressCallback | None = None, *, channels_last: bool = True,
+            deadline: Deadline = NO_DEADLINE) -> PreparedScan:
+    """Load, convert, select and check, as ``lred scan`` does before estimation.
 
+    The graph is converted before onnxruntime first runs it: a graph with an operator that has no
+    converter is refused at once, before onnxruntime could spend unbounded time on it; every
+    onnxruntime run is bounded by ``deadline`` (``--timeout``).
     ``channels_last=False`` keeps the module's weights in the default memory order (benchmarks
     that compare memory orders); the scan always tries channels-last on the CPU.
     Raises ModelError, DataError or ConversionMismatchError (exit 2) when the model cannot be scanned.
@@ -165,8 +172,14 @@ def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config:
     device = select_device(config.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    reference = ReferenceClassifier(model, use_cuda=device.type == "cuda", chunk_images=config.batch_images)
+    reference = ReferenceClassifier(model, use_cuda=device.type == "cuda", chunk_images=config.batch_images,
+                                    deadline=deadline)
     lap("load_model")
+
+    say("convert", "converting the ONNX graph to torch (onnx2torch)")
+    converted, softmax_applied_after, passes = _convert(model)
+    lap("convert")
+    deadline.check("converting the graph")
 
     clean = load_clean_images(data_path, channels_hint(model))
     transform = resolve_transform(model, config, clean.image_shape)
@@ -186,26 +199,46 @@ def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config:
     y = clean.labels[selection.indices]
     lap("load_data")
 
-    say("convert", "converting the ONNX graph to torch (onnx2torch)")
-    classifier, passes = _differentiable(model, transform, score_kind, device)
+    classifier = DifferentiableClassifier(converted, transform, "logits" if softmax_applied_after else score_kind,
+                                          device, softmax_applied_after=softmax_applied_after)
+    clock = time.perf_counter()
     if channels_last and classifier.use_channels_last(torch.as_tensor(x[:PROBE_IMAGES])):
         passes = passes + ("4-D weights held channels-last for the CPU passes",)
     rtol = converters.parity_rtol(model.proto, config.parity_rtol)
     parity = parity_gate(run_parity(classifier, pixels, reference_scores, rtol, config.parity_atol))
-    lap("convert")
+    off_grid = off_grid_gate(classifier, reference, transform, pixels, rtol, config.parity_atol, config.seed)
+    timing["convert_seconds"] = round(timing["convert_seconds"] + time.perf_counter() - clock, 4)
+    deadline.check("checking the conversion")
     return PreparedScan(model, device, reference, clean, transform, pixels, num_classes, score_kind,
-                        selection, x, y, classifier, passes, parity, timing)
+                        selection, x, y, classifier, passes, parity, timing, off_grid)
 
 
-def _differentiable(model: LoadedModel, transform: InputTransform, score_kind: str,
-                    device: torch.device) -> tuple[DifferentiableClassifier, tuple[str, ...]]:
-    """The converted module as a classifier in pixel space, and the graph passes it took."""
+def off_grid_gate(classifier: DifferentiableClassifier, reference: ReferenceClassifier, transform: InputTransform,
+                  pixels: np.ndarray, rtol: float, atol: float, seed: int) -> converters.Parity:
+    """The gate off the clean images (scanner/probes.py): the module must give onnxruntime's scores
+    on uniform random images and on clean images plus noise as well, or the scan stops."""
+    probes = probe_pixels(pixels, seed=seed)
+    reference_scores = reference.scores(transform.normalize(probes))
+    with torch.no_grad():
+        torch_scores = classifier.model_scores(
+            classifier.scores(torch.as_tensor(probes, device=classifier.device))).cpu().double().numpy()
+    parity = converters.compare_scores(torch_scores, reference_scores, rtol, atol)
+    problem = disagreement(torch_scores, reference_scores, parity.tolerance)
+    if problem is not None:
+        raise ConversionMismatchError(
+            f"the converted torch module matches onnxruntime on the clean images but not off them: on "
+            f"{len(probes)} probe inputs (uniform random images, clean images plus noise) {problem}; "
+            "pattern estimation would run on an unfaithful conversion")
+    return parity
+
+
+def _convert(model: LoadedModel) -> tuple[torch.nn.Module, bool, tuple[str, ...]]:
+    """The converted module, whether the model's output Softmax follows it, and the graph passes."""
     if model.softmax_input is not None:
         # log p(t | x) as log-softmax of the logits, not as the log of probabilities that float32
         # rounds to exactly 0 on a confident model (no gradient there: such targets would stall)
         converted = converters.to_torch(model.proto, model.input_name, model.softmax_input)
-        classifier = DifferentiableClassifier(converted.module, transform, "logits", device,
-                                              softmax_applied_after=True)
-        return classifier, converted.passes + (f"took the logits {model.softmax_input!r} before the output Softmax",)
+        return converted.module, True, converted.passes + (
+            f"took the logits {model.softmax_input!r} before the output Softmax",)
     converted = converters.to_torch(model.proto, model.input_name, model.output_name)
-    return DifferentiableClassifier(converted.module, transform, score_kind, device), converted.passes
+    return converted.module, False, converted.passes

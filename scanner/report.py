@@ -59,6 +59,10 @@ class ParitySummary:
     tolerance: float
     argmax_agreement: float
     images: int
+    off_grid_max_abs_difference: float | None = None   # on probe inputs off the clean images (probes.py)
+    off_grid_images: int = 0
+    at_patterns_max_abs_difference: float | None = None  # at every final pattern x + v (verify.py)
+    at_patterns_images: int = 0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+import converters
+
 from . import detection
 from .config import ScanConfig
 from .estimation import STATUS_CONVERGED, PatternEstimate
@@ -42,9 +44,11 @@ def versions() -> dict[str, str]:
 
 def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
                  estimates: list[PatternEstimate], verified: Sequence[VerifiedFractions],
-                 result: detection.DetectionResult, refusals: list[str], timing: dict[str, float]) -> ScanReport:
+                 result: detection.DetectionResult, refusals: list[str], timing: dict[str, float],
+                 at_patterns: converters.Parity | None = None, notes: Sequence[str] = ()) -> ScanReport:
     """The report of one scan. ``estimates`` and ``verified`` are per job, in job order;
-    ``result`` is the test over their statistics; ``refusals`` why CUDA graphs were turned off."""
+    ``result`` is the test over their statistics; ``refusals`` why CUDA graphs were turned off;
+    ``at_patterns`` the comparison with onnxruntime at the final patterns; ``notes`` more warnings."""
     norms = np.array([e.pattern_norm for e in estimates])
     detected = result.detected
     suspect = estimates[result.inferred_target]
@@ -79,15 +83,23 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
                            model.input_shape, model.output_name, prepared.num_classes, prepared.score_kind,
                            prepared.transform.layout, prepared.passes),
         parity=ParitySummary(parity.max_abs_difference, parity.tolerance, parity.argmax_agreement,
-                             parity.images),
+                             parity.images,
+                             off_grid_max_abs_difference=_difference(prepared.off_grid),
+                             off_grid_images=prepared.off_grid.images if prepared.off_grid else 0,
+                             at_patterns_max_abs_difference=_difference(at_patterns),
+                             at_patterns_images=at_patterns.images if at_patterns else 0),
         data=DataSummary(clean.source, int(prepared.pixels.shape[0]), selection.per_class,
                          selection.correct_available,
                          tuple(clean.names[i] for i in selection.indices)),
         device=str(prepared.device), onnxruntime_providers=prepared.reference.info.providers,
         config=config.as_dict(), timing=timing, versions=versions(),
         warnings=_warnings(estimates, verified, selection.per_class, config)
-        + tuple(filter(None, [disagreement(result, suspect)])),
+        + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes),
         cuda_graphs=_graphs_status(prepared.device, config, refusals))
+
+
+def _difference(parity: converters.Parity | None) -> float | None:
+    return None if parity is None else parity.max_abs_difference
 
 
 def _best_per_target(estimates: list[PatternEstimate], num_classes: int) -> list[int]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from .deadline import NO_DEADLINE, Deadline
 from .errors import ModelError
 from .model import LoadedModel
 
@@ -24,9 +25,13 @@ class ReferenceClassifier:
     A graph whose batch dimension is fixed (typically 1) is evaluated that many images at a time.
     """
 
-    def __init__(self, model: LoadedModel, use_cuda: bool = False, chunk_images: int = 1024):
+    def __init__(self, model: LoadedModel, use_cuda: bool = False, chunk_images: int = 1024,
+                 deadline: Deadline = NO_DEADLINE):
+        """``deadline``: every ``session.run`` is cut off when the scan's time limit passes
+        (ScanTimeoutError), so a graph that would run for days (a Loop of 10^12 trips) cannot hang it."""
+        self.deadline = deadline
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4       # onnxruntime's own (coloured) error lines: we report the error
         providers = ["CPUExecutionProvider"]
         if use_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -52,10 +57,11 @@ class ReferenceClassifier:
             if self.info.fixed_batch is not None and batch.shape[0] < self._chunk:
                 pad = self._chunk - batch.shape[0]
                 batch = np.concatenate([batch, np.repeat(batch[-1:], pad, axis=0)])
-            try:
-                result = self._session.run([self._output], {self._input: batch})[0]
-            except Exception as exc:
-                raise ModelError(f"onnxruntime failed to run the model: {str(exc).splitlines()[0]}") from exc
+            with self.deadline.run_options("onnxruntime evaluated the model") as run_options:
+                try:
+                    result = self._session.run([self._output], {self._input: batch}, run_options)[0]
+                except Exception as exc:
+                    raise ModelError(f"onnxruntime failed to run the model: {str(exc).splitlines()[0]}") from exc
             result = np.asarray(result, dtype=np.float64)
             if result.ndim != 2 or result.shape[0] != batch.shape[0]:
                 raise ModelError(f"output {self._output!r} has shape {result.shape} for a batch of "

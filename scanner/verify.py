@@ -2,6 +2,9 @@
 
 The torch module only proposes patterns; the fractions that reach the report and the test are
 checked against the unconverted ONNX graph with the same clipping (eq. (1)) and normalization.
+``verify`` also compares the module's scores with onnxruntime's at every final pattern x + v:
+the points the estimation actually visited, off the clean images (scanner/probes.py); a
+conversion that differs there stops the scan (exit 2) instead of steering its verdict.
 """
 from __future__ import annotations
 
@@ -9,8 +12,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
+import converters
+
+from .errors import ConversionMismatchError
+from .estimation import DifferentiableClassifier, PatternEstimate
 from .preprocess import InputTransform
+from .probes import disagreement
 from .runtime import ReferenceClassifier
 
 
@@ -37,9 +46,45 @@ class ReferenceCheck:
 
     def fractions(self, target: int, pattern: np.ndarray, weights: np.ndarray) -> VerifiedFractions:
         """q_st(v) for all s != t and Q_t(v, w), with [x + v] clipped to [0, 1]."""
+        return self._fractions(target, weights, self.reference.scores(self._inputs(target, pattern)))
+
+    def _pixels(self, target: int, pattern: np.ndarray) -> np.ndarray:
+        """[x + v] clipped to [0, 1] for the clean images of every class s != t."""
+        return np.clip(self.pixels[self.labels != target] + pattern, 0.0, 1.0).astype(np.float32)
+
+    def _inputs(self, target: int, pattern: np.ndarray) -> np.ndarray:
+        return self.transform.normalize(self._pixels(target, pattern)).astype(np.float32)
+
+    def verify(self, estimates: Sequence[PatternEstimate], classifier: DifferentiableClassifier, rtol: float,
+               atol: float, batch_images: int) -> tuple[list[VerifiedFractions], converters.Parity]:
+        """onnxruntime's fractions at every final pattern, and its scores there against the converted
+        module's (to ``atol + rtol * max |score|``, the same class where the top class is clear:
+        ``probes.disagreement``); ConversionMismatchError when they differ."""
+        verified, largest, tolerance, rows, agreeing = [], 0.0, 0.0, 0, 0
+        for estimate in estimates:
+            pixels = self._pixels(estimate.target_class, estimate.pattern)
+            reference_scores = self.reference.scores(self.transform.normalize(pixels).astype(np.float32))
+            with torch.no_grad():
+                torch_scores = np.concatenate([
+                    classifier.model_scores(classifier.scores(torch.as_tensor(
+                        pixels[start:start + batch_images], device=classifier.device))).cpu().double().numpy()
+                    for start in range(0, len(pixels), batch_images)]) if len(pixels) else reference_scores
+            parity = converters.compare_scores(torch_scores, reference_scores, rtol, atol)
+            problem = disagreement(torch_scores, reference_scores, parity.tolerance)
+            if problem is not None:
+                raise ConversionMismatchError(
+                    f"the converted torch module disagrees with onnxruntime at the estimated pattern of class "
+                    f"{estimate.target_class}: {problem}; the estimation ran on an unfaithful conversion, so its "
+                    "patterns cannot carry a verdict")
+            largest, tolerance, rows = (max(largest, parity.max_abs_difference), max(tolerance, parity.tolerance),
+                                        rows + len(pixels))
+            agreeing += int((torch_scores.argmax(axis=1) == reference_scores.argmax(axis=1)).sum())
+            verified.append(self._fractions(estimate.target_class, estimate.source_weights, reference_scores))
+        return verified, converters.Parity(largest, tolerance, agreeing / rows if rows else 1.0, rows)
+
+    def _fractions(self, target: int, weights: np.ndarray, scores: np.ndarray) -> VerifiedFractions:
         others = self.labels != target
-        inputs = self.transform.normalize(np.clip(self.pixels[others] + pattern, 0.0, 1.0))
-        predicted = self.reference.predict(inputs.astype(np.float32))
+        predicted = scores.argmax(axis=1)
         hits = (predicted == target).astype(np.float64)
         counts = np.bincount(self.labels[others], minlength=self.num_classes).astype(np.float64)
         sums = np.bincount(self.labels[others], weights=hits, minlength=self.num_classes)

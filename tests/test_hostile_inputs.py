@@ -70,7 +70,7 @@ def test_corrupt_png_is_named(tmp_path):
 
 
 def test_a_huge_png_is_refused_from_its_header_without_being_decoded(tmp_path, monkeypatch):
-    import hostile_corpus
+    from tests import hostile_corpus
 
     from scanner import data as data_module
     root = _write_folder(tmp_path / "d")
