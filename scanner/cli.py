@@ -15,6 +15,7 @@ from . import __version__, methods
 from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, DataError, LredError, ModelError
 from .failure import atomic_write, fail
+from .reporters import printable
 
 DEFAULTS = ScanConfig()
 
@@ -54,7 +55,7 @@ class _Progress:
         if stage == "estimate" and message.startswith("iteration") and now - self.last < 2.0:
             return
         self.last = now
-        click.echo(f"lred [{stage}] {message}", err=True)
+        click.echo(f"lred [{stage}] {printable(message)}", err=True)
 
 
 def _readable(model: Path, data: Path) -> None:
@@ -178,7 +179,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
                             cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images,
                             timeout=timeout)
         _readable(model, data)
-        from .pipeline import scan as run_scan    # torch and onnxruntime load only for a scan that can run
+        from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
         outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
         if save_patterns is not None:
             _save_patterns(save_patterns, outcome.patterns)

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from .errors import EXIT_ERROR, LredError
-from .reporters import render_error_json
+from .reporters import printable, render_error_json
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -51,7 +51,7 @@ def fail(exc: BaseException, json_path: str | Path | None, debug: bool) -> None:
         message = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    click.echo(f"lred: error: {message}", err=True)
+    click.echo(f"lred: error: {printable(message)}", err=True)
     click.echo("lred: the model was NOT scanned; this is not a clean verdict", err=True)
     if json_path is not None and str(json_path) != "-":
         try:

@@ -37,6 +37,15 @@ def render_json(report: ScanReport) -> str:
     return json.dumps(report_to_dict(report), indent=2, allow_nan=False) + "\n"
 
 
+def printable(text: object) -> str:
+    """``text`` with every character a terminal would act on (control and format characters: ESC,
+    newline, carriage return, bidirectional overrides, ...) written as an escape. Model files and
+    folder names come from third parties: an input name must not print a fake "no backdoor
+    detected" line, hide the next one, or recolour the terminal."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
+
+
 def _format_p(log10_p: float) -> str:
     if log10_p > -4:
         return f"{10.0 ** log10_p:.4f}"
@@ -58,7 +67,7 @@ def render_text(report: ScanReport) -> str:
                           else ("calibrated", report.calibrated_log10_p_value))
     lines.append(f"  p-value {_format_p(report.log10_p_value)} ({report.p_value_basis}; alpha {report.alpha:g}; "
                  f"{other} {_format_p(other_log10)}); most suspicious class {report.most_suspicious_class}")
-    lines.append(f"  model {report.model.path} (sha256 {report.model.sha256[:12]}..., "
+    lines.append(f"  model {printable(report.model.path)} (sha256 {report.model.sha256[:12]}..., "
                  f"{report.model.num_classes} classes, {report.model.score_kind})")
     lines.append(f"  {sum(report.data.images_per_class)} clean images "
                  f"({min(report.data.images_per_class)}-{max(report.data.images_per_class)} per class), "
@@ -70,7 +79,7 @@ def render_text(report: ScanReport) -> str:
         lines.append(f" {mark}{c.target_class:5d}  {c.pattern_norm:8.4f}  {c.statistic:7.3f}  {c.iterations:6d}"
                      f"  {c.torch_fraction:9.3f}  {c.verified_fraction:15.3f}  {c.status}")
     for warning in report.warnings:
-        lines.append(f"  warning: {warning}")
+        lines.append(f"  warning: {printable(warning)}")
     return "\n".join(lines) + "\n"
 
 
@@ -82,24 +91,24 @@ def _graphs_note(cuda_graphs: str) -> str:
 def render_inspection_text(report: Inspection) -> str:
     """The inspection for a person: interface, operators, graph passes, parity, verdict."""
     shape = lambda dims: "x".join("?" if d is None else str(d) for d in dims)  # noqa: E731
-    lines = [f"{report.path}  (sha256 {report.sha256[:12]}...)",
-             f"  producer     {report.producer}; IR {report.ir_version}; opsets "
-             + ", ".join(f"{k} {v}" for k, v in report.opsets.items()),
+    lines = [f"{printable(report.path)}  (sha256 {report.sha256[:12]}...)",
+             f"  producer     {printable(report.producer)}; IR {report.ir_version}; opsets "
+             + ", ".join(f"{printable(k)} {v}" for k, v in report.opsets.items()),
              f"  input        {report.input_name!r} {shape(report.input_shape)} {report.input_dtype}, "
              f"layout {report.layout or 'unknown (pass --layout)'}"]
     for name, dims, kind in report.outputs:
         mark = "  <- class scores" if name == report.score_output else ""
         lines.append(f"  output       {name!r} {shape(dims)} {kind}{mark}")
     lines.append(f"  classes      {report.num_classes if report.num_classes is not None else 'unknown'}")
-    lines.append("  operators    " + ", ".join(f"{op} {n}" for op, n in report.op_histogram))
+    lines.append("  operators    " + ", ".join(f"{printable(op)} {n}" for op, n in report.op_histogram))
     for step in report.conversion_passes:
-        lines.append(f"  graph pass   {step}")
+        lines.append(f"  graph pass   {printable(step)}")
     if report.max_abs_difference is not None:
         lines.append(f"  parity       max |torch - onnxruntime| {report.max_abs_difference:.3g} (tolerance "
                      f"{report.tolerance:.3g}), argmax agreement {report.argmax_agreement:.3f} on "
                      f"{report.parity_inputs} inputs; input gradient {'ok' if report.input_gradient_ok else 'BAD'}")
     lines.append("  verdict      " + ("converts faithfully: ready to scan" if report.ok
-                                       else f"NOT scannable: {report.problem}"))
+                                       else f"NOT scannable: {printable(report.problem)}"))
     return "\n".join(lines) + "\n"
 
 

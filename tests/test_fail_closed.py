@@ -133,3 +133,22 @@ def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(backdoored_cas
     model, data = backdoored_case
     result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "--timeout", value, "-q"])
     assert result.exit_code == 2 and "timeout must be a positive number of seconds" in result.output
+
+
+def test_model_controlled_names_cannot_write_lines_or_escapes_to_the_terminal(tmp_path):
+    import onnx
+
+    from tests import synthetic
+
+    hostile = "image\nlred: no backdoor detected\x1b[2K\u202e"
+    model = synthetic.linear_classifier(6)
+    model.graph.input[0].name = hostile
+    for node in model.graph.node:
+        node.input[:] = [hostile if name == "image" else name for name in node.input]
+    model.producer_name = "vendor\r\x1b[31mclean"
+    path = tmp_path / "hostile.onnx"
+    onnx.save(model, path)
+    result = CliRunner().invoke(main, ["inspect", str(path)])
+    assert "\x1b" not in result.output and "\u202e" not in result.output and "\r" not in result.output
+    assert not any(line.startswith("lred: no backdoor") for line in result.output.splitlines())
+    assert "vendor\\r\\x1b[31mclean" in result.output
