@@ -110,13 +110,13 @@ def main() -> None:
 @click.option("--adaptive-step", type=float, default=None, metavar="DELTA_MAX",
               help=f"Largest step of the default schedule: each target's step lies between delta and "
                    f"DELTA_MAX, halved while the source weights w move, lengthened while they hold "
-                   f"(README 'Step schedule').  [default: max({DEFAULT_LARGEST_STEP:g}, delta)]")
+                   f"(docs/method.md 'Step schedule').  [default: max({DEFAULT_LARGEST_STEP:g}, delta)]")
 @click.option("--fixed-step", is_flag=True,
               help="Every step exactly delta (Algorithm 1's schedule; implied by --exact and --relative-step).")
 @click.option("--weight-update-length", default=DEFAULTS.weight_update_length, show_default=True, type=float,
               help="Default schedule only: after a step of length h, the source weights w are updated "
                    "h / WEIGHT_UPDATE_LENGTH times, as Algorithm 1 with that fixed step would over the same "
-                   "length (the paper's delta; README 'Step schedule').")
+                   "length (the paper's delta; docs/method.md 'Step schedule').")
 @click.option("--images-per-class", "-n", default=DEFAULTS.images_per_class, show_default=True, type=int,
               help="N clean images per class (correctly classified ones only).")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed for choosing the images.")
@@ -132,7 +132,7 @@ def main() -> None:
               show_default=True,
               help="Which p-value is compared with alpha: 'paper' is 1 - G(r_max)^K of Sec. 3.2 as written; "
                    "'calibrated' is its probability under the fitted Gamma null, so that alpha is the "
-                   "false-alarm rate (README 'Calibrated p-value'). Both are reported.")
+                   "false-alarm rate (docs/method.md 'Calibrated p-value'). Both are reported.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
               help="Pixel layout of the model input.")
 @click.option("--mean", default=None, help="Per-channel mean subtracted after the pattern, e.g. 0.485,0.456,0.406.")

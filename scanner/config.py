@@ -26,7 +26,7 @@ class ScanConfig:
     Pixel values live in [0, 1] (App. A.4); ``delta`` is an l2 length in that space.
 
     The step schedule is resolved here, whichever front end builds the config: by default
-    each L-RED estimation's step lies between delta and ``largest_step`` (README "Step
+    each L-RED estimation's step lies between delta and ``largest_step`` (docs/method.md "Step
     schedule"); ``fixed_step``, ``exact`` and ``relative_step`` each select another schedule.
     """
 
@@ -40,10 +40,10 @@ class ScanConfig:
     images_per_class: int = 8          # N, Sec. 4.3
     seed: int = 0                      # picks the N clean images per class
     pi: float = 0.9                    # Sec. 4.3
-    delta: float = 1e-3                # (smallest) step length, see README "Step schedule"
+    delta: float = 1e-3                # (smallest) step length, see docs/method.md "Step schedule"
     max_iterations: int = 20000        # tau_max of Algorithm 1
     alpha: float = 0.05                # phi of Sec. 3.2
-    p_value_basis: str = "calibrated"  # the p-value compared with alpha: calibrated | paper (README)
+    p_value_basis: str = "calibrated"  # the p-value compared with alpha: calibrated | paper (docs/method.md)
     layout: str = "auto"               # how the model lays out pixels
     mean: tuple[float, ...] | None = None   # normalization after the pattern, model units
     std: tuple[float, ...] | None = None
@@ -147,7 +147,7 @@ class ScanConfig:
 
     @property
     def adaptive_weight_update_length(self) -> float | None:
-        """Path length per update of w that the weight-controlled schedule reproduces (README
+        """Path length per update of w that the weight-controlled schedule reproduces (docs/method.md
         "Step schedule"), or None when that schedule is not followed (w is updated once per step)."""
         return self.weight_update_length if self.step_schedule == "adaptive" else None
 

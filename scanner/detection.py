@@ -17,7 +17,7 @@ So ``log10_p_value`` is always finite, where the paper prints "u.f." (Table 4).
 
 Calibration: that p-value takes the Gamma fitted to K - 1 statistics for the true null, and the
 fit leaves r_max out; with K = 10 and the statistics really i.i.d. Gamma, pv < 0.05 happens in
-about a quarter of draws, not in 5% (README "Calibrated p-value"). The verdict therefore uses,
+about a quarter of draws, not in 5% (docs/method.md "Calibrated p-value"). The verdict therefore uses,
 by default, the probability of a p-value at least as small under that null, estimated from
 CALIBRATION_DRAWS draws of K statistics at the fitted shape (the statistic does not depend on
 the scale). It is monotone in the paper's p-value, so it never changes the inferred target, only
@@ -165,7 +165,7 @@ def calibrate_log_p_value(log_p_value: float, shape: float, num_classes: int) ->
 
     The order-statistic p-value of Sec. 3.2 treats the Gamma fitted to K - 1 statistics as the
     true null and leaves the largest one out of the fit; with K = 10 its nominal level 0.05
-    rejects about a quarter of null draws (README "Calibrated p-value"). This Monte Carlo
+    rejects about a quarter of null draws (docs/method.md "Calibrated p-value"). This Monte Carlo
     p-value, (1 + #{draws at or below}) / (draws + 1), holds its level under that null.
     """
     null = null_log_p_values(shape, num_classes)

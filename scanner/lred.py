@@ -16,7 +16,7 @@ The batched engine (``engine.py``) runs every job's lines 4-12 in one forward/ba
 iteration; ``algorithm1.py`` is the same algorithm read literally (one target at a time), the
 specification the engine is tested against. The step length delta of line 4 comes from a step
 schedule (``schedules.py``): ``FixedStep`` is Algorithm 1 as written, ``WeightControlledStep``
-the scan's default (README "Step schedule"); ``ScanConfig.schedule`` picks the scan's.
+the scan's default (docs/method.md "Step schedule"); ``ScanConfig.schedule`` picks the scan's.
 """
 from __future__ import annotations
 

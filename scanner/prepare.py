@@ -3,7 +3,7 @@ and the benchmarks: model -> clean data -> conversion -> parity gate -> differen
 
 ``prepare`` reads the model, classifies the clean images with onnxruntime, picks N correctly
 classified images per class, converts the graph (differentiating the logits before an output
-Softmax, README "How it works" step 1), holds 4-D weights channels-last on the CPU when that is
+Softmax, docs/method.md "The pipeline" step 1), holds 4-D weights channels-last on the CPU when that is
 faithful, and refuses a conversion that disagrees with onnxruntime or blocks input gradients
 (step 2). ``run_parity`` is the one comparison of the converted module with onnxruntime; the
 scan's gate (``parity_gate``) and ``lred inspect`` both read it.

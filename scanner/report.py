@@ -84,7 +84,7 @@ class ScanReport:
     log10_p_value: float
     p_value_basis: str                     # calibrated | paper
     paper_log10_p_value: float             # 1 - G(r_max)^K of Sec. 3.2
-    calibrated_log10_p_value: float        # its Monte Carlo calibration (README "Calibrated p-value")
+    calibrated_log10_p_value: float        # its Monte Carlo calibration (docs/method.md "Calibrated p-value")
     alpha: float
     target_class: int | None               # None when clean
     source_classes: tuple[int, ...]        # empty when clean

@@ -136,7 +136,7 @@ def disagreement(result: detection.DetectionResult, suspect: PatternEstimate) ->
     return (f"borderline evidence for {job_name(suspect)}: the paper's p-value "
             f"10^{result.paper_log_p_value / math.log(10):.2f} and the calibrated one "
             f"10^{result.calibrated_log_p_value / math.log(10):.2f} fall on different sides of alpha "
-            f"{result.alpha:g}; the verdict follows the {result.basis} one (README 'Calibrated p-value')")
+            f"{result.alpha:g}; the verdict follows the {result.basis} one (docs/method.md 'Calibrated p-value')")
 
 
 def job_name(estimate: PatternEstimate) -> str:

@@ -2,7 +2,7 @@
 
 The engine (``engine.py``) asks its schedule, per job and step, for the step length and for the
 update of w; everything else (lines 4-12 of Algorithm 1, batching, the stopping check) is the
-engine's. README "Step schedule" and docs/benchmarks.md measure each schedule.
+engine's. docs/method.md "Step schedule" and docs/benchmarks.md measure each schedule.
 
 - ``FixedStep``: every step delta and one update of w by eqs. (7)-(8) per step: Algorithm 1 as
   written. Optionally the step that crosses pi is bisected (``crossing_resolution``).
@@ -124,7 +124,7 @@ class WeightControlledStep(StepSchedule):
     turns positive. ``weight_update_length`` (the paper's delta; unset: once per step): after a
     step of length h, w is updated by eqs. (7)-(8) round(h / weight_update_length) times with
     the q_st of the new point, as Algorithm 1 with that step would over the same length, and
-    the job stops inside the step where those updates reach pi (README "Step schedule").
+    the job stops inside the step where those updates reach pi (docs/method.md "Step schedule").
     Jobs whose weights do not adapt (U-RED, P-RED) keep the fixed step delta."""
 
     delta: float

@@ -86,7 +86,7 @@ def test_vectorized_gamma_fit_is_scipys_maximum_likelihood():
 def test_paper_p_value_overstates_evidence_and_calibration_restores_alpha():
     """Ten statistics drawn i.i.d. from one Gamma: no class is special, so a test at level 0.05
     should flag about 5% of draws. The paper's p-value flags about a quarter (0.27 over 1000
-    draws), the calibrated one 0.05-0.06 (README "Calibrated p-value")."""
+    draws), the calibrated one 0.05-0.06 (docs/method.md "Calibrated p-value")."""
     rng = np.random.default_rng(11)
     results = [detect(1.0 / rng.gamma(20.0, 0.05, size=10), alpha=0.05) for _ in range(300)]
     paper_rate = np.mean([r.paper_log_p_value < math.log(0.05) for r in results])

@@ -3,7 +3,7 @@
 To keep the suite fast on 2 CPU cores these scans use N = 4 clean images per class and a
 smallest step delta = 1e-2 (ten times the default; the default schedule lengthens it up to
 2e-2): about 20 s per model here. The default settings (N = 8, delta = 1e-3) are measured in
-README.md.
+docs/benchmarks.md ("Sample models").
 """
 import json
 
