@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .deadline import NO_DEADLINE, Deadline
-from .errors import ModelError
+from .errors import ModelError, ResourceError
 from .model import LoadedModel
 
 
@@ -61,7 +61,11 @@ class ReferenceClassifier:
                 try:
                     result = self._session.run([self._output], {self._input: batch}, run_options)[0]
                 except Exception as exc:
-                    raise ModelError(f"onnxruntime failed to run the model: {str(exc).splitlines()[0]}") from exc
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    if "alloc" in first.lower() or "out of memory" in first.lower():
+                        raise ResourceError(f"onnxruntime ran out of memory evaluating {batch.shape[0]} images "
+                                            f"at once ({first}); lower --batch-images") from exc
+                    raise ModelError(f"onnxruntime failed to run the model: {first}") from exc
             result = np.asarray(result, dtype=np.float64)
             if result.ndim != 2 or result.shape[0] != batch.shape[0]:
                 raise ModelError(f"output {self._output!r} has shape {result.shape} for a batch of "

@@ -152,3 +152,30 @@ def test_model_controlled_names_cannot_write_lines_or_escapes_to_the_terminal(tm
     assert "\x1b" not in result.output and "\u202e" not in result.output and "\r" not in result.output
     assert not any(line.startswith("lred: no backdoor") for line in result.output.splitlines())
     assert "vendor\\r\\x1b[31mclean" in result.output
+
+
+def test_onnxruntime_out_of_memory_names_batch_images(tmp_path):
+    """A model that expands a constant to 40 GB in front of its scores: onnxruntime's allocation
+    failure is a resource error with the --batch-images hint, not a generic model error."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from tests import synthetic
+
+    model = synthetic.linear_classifier(6)
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.array([1, 100000, 100000], np.int64), "huge"),
+                              numpy_helper.from_array(np.ones((1, 1, 1), np.float32), "one")])
+    graph.node.extend([helper.make_node("Expand", ["one", "huge"], ["expanded"]),
+                       helper.make_node("ReduceSum", ["expanded"], ["total"], keepdims=0),
+                       helper.make_node("Mul", ["total", "one_scalar"], ["zero"]),
+                       helper.make_node("Add", ["logits", "zero"], ["scores"])])
+    graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "one_scalar"))
+    graph.output[0].name = "scores"
+    path, data = tmp_path / "expand.onnx", tmp_path / "clean.npz"
+    onnx.save(model, path)
+    x, y = synthetic.clean_images(6, 4)
+    np.savez(data, x=x, y=y)
+    result, report = scan(path, data, tmp_path)
+    assert result.exit_code == 2, result.output
+    assert report["error_type"] == "ResourceError" and "--batch-images" in report["error"], report
