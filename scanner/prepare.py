@@ -25,7 +25,7 @@ from .data import CleanImages, Selection, load_clean_images, select_images
 from .errors import ConversionMismatchError, ModelError
 from .estimation import DifferentiableClassifier, select_device
 from .model import LoadedModel, load_model
-from .preprocess import InputTransform, resolve_transform
+from .preprocess import InputTransform, expected_image_size, resolve_transform
 from .deadline import NO_DEADLINE, Deadline
 from .probes import disagreement, probe_pixels
 from .runtime import ReferenceClassifier
@@ -181,7 +181,7 @@ def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config:
     lap("convert")
     deadline.check("converting the graph")
 
-    clean = load_clean_images(data_path, channels_hint(model))
+    clean = load_clean_images(data_path, channels_hint(model), expected_image_size(model, config))
     transform = resolve_transform(model, config, clean.image_shape)
     pixels = transform.to_pixels(clean.pixels)
     say("data", f"classifying {pixels.shape[0]} clean images with onnxruntime")

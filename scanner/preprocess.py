@@ -49,6 +49,20 @@ class InputTransform:
         return pixels * self.scale + self.offset
 
 
+def expected_image_size(model: LoadedModel, config: ScanConfig) -> tuple[int, int] | None:
+    """(H, W) that clean images must have, when the model's input shape fixes it (so that images
+    of another size are refused from their headers, before decoding); None when it does not."""
+    dims = model.input_shape[1:]
+    try:
+        layout = config.layout if config.layout != "auto" else _guess_layout(dims)
+    except ConfigError:
+        return None                       # resolve_transform says why, with the images at hand
+    spatial = {"nchw": dims[1:3], "nhwc": dims[0:2], "nhw": dims[0:2]}.get(layout) if len(dims) >= 2 else None
+    if spatial is None or len(spatial) != 2 or any(d is None for d in spatial):
+        return None
+    return int(spatial[0]), int(spatial[1])
+
+
 def resolve_transform(model: LoadedModel, config: ScanConfig,
                       image_shape: tuple[int, int, int]) -> InputTransform:
     """Match the clean images (H, W, C) to the model input and build its transform."""
