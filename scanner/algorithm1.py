@@ -7,7 +7,7 @@ must give the same patterns.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -137,7 +137,7 @@ class ScanConfig:
         weight-controlled step between delta and ``largest_step`` with ``weight_update_length``,
         or the fixed step delta, or the relative step; each with ``crossing_resolution``.
         (``exact`` runs algorithm1.py, whose step is delta, as the fixed schedule's.)"""
-        from .schedules import FixedStep, RelativeStep, WeightControlledStep   # torch only when scanning
+        from .schedules import FixedStep, RelativeStep, WeightControlledStep  # torch only when scanning
         if self.relative_step is not None:                 # step_schedule "relative"
             return RelativeStep(self.delta, self.relative_step, self.crossing_resolution)
         largest = self.largest_step

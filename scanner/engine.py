@@ -12,7 +12,7 @@ the unchanged state. The step schedule (``schedules.py``) sets step lengths and 
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

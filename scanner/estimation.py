@@ -7,8 +7,8 @@ engine (``engine.py``) moves the pattern v and the source weights w, as a step s
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

@@ -20,7 +20,8 @@ the scan's default (docs/method.md "Step schedule"); ``ScanConfig.schedule`` pic
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .jobs import Job
 

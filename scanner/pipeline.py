@@ -11,10 +11,10 @@ import torch
 import converters
 
 from . import lred
+from .algorithm1 import estimate_patterns_exact
 from .config import ScanConfig
 from .deadline import Deadline
 from .errors import EstimationError, LredError, ResourceError, is_out_of_memory
-from .algorithm1 import estimate_patterns_exact
 from .evidence import require_evidence
 from .methods import method_named
 from .prepare import ProgressCallback, prepare

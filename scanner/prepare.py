@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -22,11 +22,11 @@ import converters
 
 from .config import ScanConfig
 from .data import CleanImages, Selection, load_clean_images, select_images
+from .deadline import NO_DEADLINE, Deadline
 from .errors import ConversionMismatchError, ModelError
 from .estimation import DifferentiableClassifier, select_device
 from .model import LoadedModel, load_model
 from .preprocess import InputTransform, expected_image_size, resolve_transform
-from .deadline import NO_DEADLINE, Deadline
 from .probes import disagreement, probe_pixels
 from .runtime import ReferenceClassifier
 

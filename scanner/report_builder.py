@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

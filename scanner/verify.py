@@ -8,8 +8,8 @@ conversion that differs there stops the scan (exit 2) instead of steering its ve
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -6,7 +6,7 @@ and in whether w adapts (``lred.py``, ``ured.py``, ``pred.py``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
