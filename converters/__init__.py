@@ -24,8 +24,15 @@ __all__ = ["ConvertedModel", "Parity", "UnsupportedNode", "compare_scores", "par
            "unsupported_nodes"]
 
 if TYPE_CHECKING:
-    from .convert import ConvertedModel, Parity, UnsupportedNode, compare_scores, parity_rtol, to_torch, \
-        unsupported_nodes
+    from .convert import (
+        ConvertedModel,
+        Parity,
+        UnsupportedNode,
+        compare_scores,
+        parity_rtol,
+        to_torch,
+        unsupported_nodes,
+    )
 
 
 def __getattr__(name: str) -> Any:

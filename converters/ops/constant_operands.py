@@ -5,7 +5,7 @@ still handles the nodes whose operands are computed in the graph.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from onnx2torch.onnx_graph import OnnxGraph

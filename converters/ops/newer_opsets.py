@@ -9,7 +9,7 @@ import; `onnx.version_converter` cannot be used instead where it lacks a down-ad
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from onnx import defs
 from onnx2torch.onnx_graph import OnnxGraph

@@ -20,7 +20,6 @@ Every converted graph still has to match onnxruntime before a scan uses it.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
@@ -90,7 +89,7 @@ class LayerNormalization(nn.Module):
         super().__init__()
         self.axis, self.epsilon = axis, epsilon
 
-    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape[self.axis:]
         if scale.shape == shape and (bias is None or bias.shape == shape):
             return torch.nn.functional.layer_norm(x, shape, scale, bias, self.epsilon)

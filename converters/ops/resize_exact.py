@@ -22,8 +22,6 @@ Dropout: an identity at inference, unless a ``training_mode`` input may be true.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
@@ -102,16 +100,16 @@ class ExactResize(nn.Module):
     """ONNX Resize on the spatial axes of an N, C, ... tensor, axis by axis (gather, weighted sum)."""
 
     def __init__(self, name: str, mode: str, coordinate_mode: str, nearest_mode: str, cubic_coeff_a: float,
-                 exclude_outside: bool, scales: Optional[tuple[float, ...]], sizes: Optional[tuple[int, ...]],
-                 read_at_run_time: Optional[str] = None):
+                 exclude_outside: bool, scales: tuple[float, ...] | None, sizes: tuple[int, ...] | None,
+                 read_at_run_time: str | None = None):
         super().__init__()
         self.read_at_run_time = read_at_run_time   # 'scales' or 'sizes': the second input of forward
         self.name, self.mode, self.coordinate_mode, self.nearest_mode = name, mode, coordinate_mode, nearest_mode
         self.cubic_coeff_a, self.exclude_outside = cubic_coeff_a, exclude_outside
         self.scales, self.sizes = scales, sizes
-        self._taps: dict[tuple, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+        self._taps: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
-    def forward(self, x: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         scales, sizes = self.scales, self.sizes
         if target is not None:                   # computed in the graph: read at run time
             values = target.tolist()
@@ -149,7 +147,7 @@ class ExactResize(nn.Module):
         return result
 
     def _axis_taps(self, length_original: int, length_resized: int, scale: float, device: torch.device,
-                   dtype: torch.dtype) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         x_original = source_coordinates(self.coordinate_mode, length_resized, length_original, scale)
         if self.mode == "nearest":
             return nearest_taps(x_original, self.nearest_mode, scale, length_original).to(device), None
@@ -160,7 +158,7 @@ class ExactResize(nn.Module):
         return index.to(device), weights.to(device=device, dtype=dtype)
 
 
-def _constant(graph: OnnxGraph, name: str) -> Optional[torch.Tensor]:
+def _constant(graph: OnnxGraph, name: str) -> torch.Tensor | None:
     try:
         value = get_const_value(name, graph)
     except KeyError:
@@ -220,7 +218,7 @@ def _resize(node: OnnxNode, graph: OnnxGraph, scales_name: str, sizes_name: str,
                                     onnx_mapping=OnnxMapping(inputs=inputs, outputs=node.output_values[:1]))
 
 
-def _rank(graph: OnnxGraph, name: str) -> Optional[int]:
+def _rank(graph: OnnxGraph, name: str) -> int | None:
     info = graph.value_info.get(name)
     if info is None or not info.type.tensor_type.HasField("shape"):
         return None

@@ -15,8 +15,6 @@ graph (scanner/cuda_graphs.py).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
@@ -38,8 +36,8 @@ class TupleSlice(nn.Module):
         super().__init__()
         self.slices = slices
 
-    def forward(self, x: torch.Tensor, starts: Optional[torch.Tensor] = None, ends: Optional[torch.Tensor] = None,
-                axes: Optional[torch.Tensor] = None, steps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, starts: torch.Tensor | None = None, ends: torch.Tensor | None = None,
+                axes: torch.Tensor | None = None, steps: torch.Tensor | None = None) -> torch.Tensor:
         if self.slices is not None:
             flip_dims, positive_axes, negative_axes = self.slices
         else:
