@@ -31,8 +31,8 @@ from scanner.clipping import clip_pixels
 from scanner.config import ScanConfig
 from scanner.detection import detect
 from scanner.estimation import DifferentiableClassifier
-from scanner.weights import uniform_weights, update_weights
 from scanner.prepare import prepare
+from scanner.weights import uniform_weights, update_weights
 
 
 def estimate(classifier: DifferentiableClassifier, x: torch.Tensor, y: torch.Tensor, num_classes: int,

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from iteration_cost import DEFAULT_MODELS, iteration_rows, prepare_inputs, raw_pass
+
 from scanner.estimation import select_device
 
 ROOT = Path(__file__).resolve().parent.parent

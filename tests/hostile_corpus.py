@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from tests import synthetic
 from numpy.lib import format as npy_format
 from PIL import Image
 
 from scanner.errors import ConfigError, DataError, LredError, ModelError
+from tests import synthetic
 
 SIZE = 8          # the synthetic classifier takes 8x8 grey images
 CLASSES = 6

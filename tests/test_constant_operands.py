@@ -8,10 +8,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, onnxruntime_outputs, seeded
 
 import converters
 from converters.passes.fold_constants import FOLD_LIMIT, fold_constants
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, onnxruntime_outputs, seeded
 
 FIXTURES = "tests/fixtures/exported"
 

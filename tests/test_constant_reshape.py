@@ -6,9 +6,9 @@ host, which also keeps the pass from being captured as a CUDA graph).
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
 
 from converters.ops.constant_reshape import ConstantReshape
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
 
 
 def _reshapes(converted):

@@ -9,8 +9,8 @@ from scanner.detection import (
     CALIBRATION_DRAWS,
     calibrate_log_p_value,
     detect,
-    gamma_mle,
     gamma_log_survival,
+    gamma_mle,
     infer_source_classes,
     order_statistic_log_p_value,
 )

@@ -5,10 +5,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from tests.hostile_corpus import CASES
 
 from scanner import errors as errors_module
 from scanner.cli import main
+from tests.hostile_corpus import CASES
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

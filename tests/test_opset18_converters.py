@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
 
 import converters
 from scanner.errors import UnsupportedOperatorError
+from tests.onnx_parity import IR_VERSION, assert_converts_like_onnxruntime, one_node_model, seeded
 
 
 def _split_then_concat(split_node, input_shape, opset, initializers=None):

@@ -3,7 +3,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from tests import synthetic
 import torch
 
 import scanner.prepare as preparation
@@ -11,6 +10,7 @@ from scanner import scan
 from scanner.config import ScanConfig
 from scanner.errors import ConversionMismatchError
 from scanner.inspection import inspect_model
+from tests import synthetic
 
 FAST = ScanConfig(images_per_class=4, delta=0.01)
 

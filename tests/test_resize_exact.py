@@ -12,10 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx2torch import convert
 from onnx2torch.node_converters import resize as onnx2torch_resize
 from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
-from tests.onnx_parity import IR_VERSION, onnxruntime_outputs
 
 import converters.ops  # noqa: F401  (registers our converters with onnx2torch)
 from converters.ops.resize_exact import convert_dropout, convert_resize_10, convert_resize_11
+from tests.onnx_parity import IR_VERSION, onnxruntime_outputs
 
 REGISTERED = [("Resize", (10,), convert_resize_10), ("Resize", (11, 13), convert_resize_11),
               ("Dropout", (10, 12, 13), convert_dropout)]
