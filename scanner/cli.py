@@ -25,8 +25,8 @@ def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
         return None
     try:
         return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=name)
+    except ValueError as exc:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=name) from exc
 
 
 def _save_patterns(directory: Path, patterns: dict) -> None:

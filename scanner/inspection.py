@@ -30,8 +30,10 @@ __all__ = ["Inspection", "inspect_model"]
 RANDOM_INPUTS = 8
 
 
-def inspect_model(path: str, data: str | None = None, config: ScanConfig = ScanConfig()) -> Inspection:
+def inspect_model(path: str, data: str | None = None, config: ScanConfig | None = None) -> Inspection:
     """Inspect an ONNX classifier; raises LredError only when the file cannot be read at all."""
+    if config is None:
+        config = ScanConfig()
     model = load_model(path, config.output_name)
     graph = model.proto.graph
     histogram = collections.Counter(f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type

@@ -34,8 +34,10 @@ class ScanOutcome:
 
 
 def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
-         config: ScanConfig = ScanConfig(), on_progress: ProgressCallback | None = None) -> ScanOutcome:
-    """Scan one ONNX classifier for an imperceptible backdoor with L-RED."""
+         config: ScanConfig | None = None, on_progress: ProgressCallback | None = None) -> ScanOutcome:
+    """Scan one ONNX classifier for an imperceptible backdoor with L-RED (``config``: the defaults if None)."""
+    if config is None:
+        config = ScanConfig()
     try:
         return _scan(model_path, data_path, config, on_progress)
     except LredError:

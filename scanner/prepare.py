@@ -145,7 +145,7 @@ def channels_hint(model: LoadedModel) -> int | None:
     return None
 
 
-def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig = ScanConfig(),
+def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig | None = None,
             on_progress: ProgressCallback | None = None, *, channels_last: bool = True,
             deadline: Deadline = NO_DEADLINE) -> PreparedScan:
     """Load, convert, select and check, as ``lred scan`` does before estimation.
@@ -156,7 +156,10 @@ def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config:
     ``channels_last=False`` keeps the module's weights in the default memory order (benchmarks
     that compare memory orders); the scan always tries channels-last on the CPU.
     Raises ModelError, DataError or ConversionMismatchError (exit 2) when the model cannot be scanned.
+    ``config`` None: the defaults.
     """
+    if config is None:
+        config = ScanConfig()
     say = on_progress or (lambda stage, message: None)
     timing: dict[str, float] = {}
     clock = time.perf_counter()

@@ -40,7 +40,8 @@ def update_weights(q: torch.Tensor, fraction: torch.Tensor, excluded: torch.Tens
 
 
 def repeat_weight_updates(q: np.ndarray, w: np.ndarray, excluded: np.ndarray, counts: Sequence[int],
-                          pi: float, tolerance: float = 1e-12) -> tuple[np.ndarray, list[tuple[int, np.ndarray] | None]]:
+                          pi: float, tolerance: float = 1e-12
+                          ) -> tuple[np.ndarray, list[tuple[int, np.ndarray] | None]]:
     """``counts[i]`` successive updates of eqs. (7)-(8) for row i with its q_st held, on the host in
     float64: what Algorithm 1 does to w over ``counts[i]`` steps on which no image changes class
     (each step updates w once, and only w moves Q_t). ``q``, ``w`` (a, K); ``excluded`` (a, K) as in
