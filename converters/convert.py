@@ -61,7 +61,8 @@ def _onnx2torch(graph: onnx.ModelProto) -> torch.nn.Module:
     except NotImplementedError as exc:
         raise UnsupportedOperatorError(describe_refusal(graph, exc)) from exc
     except Exception as exc:
-        raise ConversionError(f"onnx2torch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConversionError(f"onnx2torch failed: {type(exc).__name__}: {first_line}") from exc
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)

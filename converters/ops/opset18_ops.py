@@ -109,7 +109,8 @@ def convert_layer_normalization(node: OnnxNode, graph: OnnxGraph) -> OperationCo
 registry.add("Split", (18,), convert_split_18,
              "the number of pieces may be the num_outputs attribute (torch.chunk); with a split input it is Split 13")
 registry.add("Resize", (18, 19), convert_resize_18,
-             "the exact Resize 13 converter (ops/resize_exact.py) serves it; the options added in 18 and 19 are refused by node name")
+             "the exact Resize 13 converter (ops/resize_exact.py) serves it; "
+             "the options added in 18 and 19 are refused by node name")
 registry.add("Mish", (18,), convert_mish, "x * tanh(softplus(x)); onnx2torch lacks it")
 registry.override("LayerNormalization", (17,), convert_layer_normalization,
                   "normalized shape taken from the input at run time, not from shape inference (0 where unknown)")
