@@ -37,7 +37,8 @@ target = job % 10
 
 
 def unit_sums(v):
-    hits = torch.zeros(9, device="cuda"); grads = torch.zeros((9,) + x.shape[1:], device="cuda")
+    hits = torch.zeros(9, device="cuda")
+    grads = torch.zeros((9,) + x.shape[1:], device="cuda")
     u = v[job].requires_grad_(True)
     with torch.enable_grad():
         scores = cls.scores(clip_pixels(x[rows] + u))
@@ -51,12 +52,15 @@ def unit_sums(v):
 def cap(v, pool):
     v_in = v.clone()
     if variant != "nowarmup":
-        side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
         if variant == "nodebug":
-            with torch.cuda.stream(side): unit_sums(v_in)
+            with torch.cuda.stream(side):
+                unit_sums(v_in)
         else:
             torch.cuda.set_sync_debug_mode("error")
-            with torch.cuda.stream(side): unit_sums(v_in)
+            with torch.cuda.stream(side):
+                unit_sums(v_in)
             torch.cuda.set_sync_debug_mode(0)
         torch.cuda.current_stream().wait_stream(side)
     g = torch.cuda.CUDAGraph()
@@ -66,15 +70,24 @@ def cap(v, pool):
 
 
 v = torch.zeros((9,) + x.shape[1:], device="cuda")
-unit_sums(v); torch.cuda.synchronize()
-a = lambda: round(torch.cuda.memory_allocated() / MB)
+unit_sums(v)
+torch.cuda.synchronize()
+
+
+def a():
+    return round(torch.cuda.memory_allocated() / MB)
+
+
 line = [f"{variant:9s} start {a()}"]
 for k in range(4):
     pool = torch.cuda.graph_pool_handle()
     unit_sums(v)
     g, v_in, out = cap(v, pool)
-    g.replay(); torch.cuda.synchronize()
+    g.replay()
+    torch.cuda.synchronize()
     line.append(f"cap{k} {a()}")
-    del g, v_in, out; gc.collect(); torch.cuda.synchronize()
+    del g, v_in, out
+    gc.collect()
+    torch.cuda.synchronize()
     line.append(f"del {a()}")
 print(" | ".join(line), "| peak", round(torch.cuda.max_memory_allocated() / MB))

@@ -39,14 +39,17 @@ def setup(path, data):
 
 
 def run(cls, x, y, graphs):
-    torch.cuda.synchronize(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     est = lred.estimate_patterns(cls, x, y, 10, pi=0.9, schedule=WeightControlledStep(1e-3, 2e-2),
                                  max_iterations=20000, batch_images=2048, cuda_graphs=graphs, notice=print)
     torch.cuda.synchronize()
     gc.collect()
     torch.cuda.synchronize()
-    return time.perf_counter() - t, torch.cuda.max_memory_allocated() / MB, [e.pattern_norm for e in est], [round(torch.cuda.memory_allocated() / MB)]
+    return (time.perf_counter() - t, torch.cuda.max_memory_allocated() / MB, [e.pattern_norm for e in est],
+            [round(torch.cuda.memory_allocated() / MB)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="an ONNX model and its clean images (repeatable; default: the backdoored sample CNN)")
     args = parser.parse_args(argv)
     root = Path(__file__).resolve().parents[1]
-    cases = args.case or [(str(root / "sample_models/fmnist_cnn_backdoored.onnx"), str(root / "sample_models/clean_images"))]
+    cases = args.case or [(str(root / "sample_models/fmnist_cnn_backdoored.onnx"),
+                           str(root / "sample_models/clean_images"))]
     for path, data in cases:
         cls, x, y = setup(path, data)
         name = Path(path).parent.name if Path(path).name == "model.onnx" else Path(path).name

@@ -354,7 +354,8 @@ def main() -> None:
         rows.append((name, outcome, time.monotonic() - started))
         for key, text in outcome["samples"].items():
             count = outcome["unexpected"].get(key, 1)
-            print(f"  {name}: {'unexpected ' if key in outcome['unexpected'] else ''}{key} x{count}: {text}", flush=True)
+            unexpected = "unexpected " if key in outcome["unexpected"] else ""
+            print(f"  {name}: {unexpected}{key} x{count}: {text}", flush=True)
     print(f"{'target':<13} {'seconds':>7} {'examples':>8} {'accepted':>8}  {'errors by class':<52} "
           f"{'unexpected':>10} {'hangs':>5}")
     for name, outcome, elapsed in rows:

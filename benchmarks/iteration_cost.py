@@ -131,7 +131,8 @@ def main() -> None:
     parser.add_argument("--default-order", action="store_true",
                         help="keep the module's weights in the default memory order (no channels-last on the CPU)")
     parser.add_argument("--default-schedule", action="store_true",
-                        help="engine with the scan's step schedule and repeated weight updates (default: fixed delta 1e-4)")
+                        help="engine with the scan's step schedule and repeated weight updates "
+                             "(default: fixed delta 1e-4)")
     args = parser.parse_args()
     device = select_device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, N = {args.n}\n")

@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=5, help="passes per variant per round")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles for seconds to minutes)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave torch.compile out (it compiles for seconds to minutes)")
     args = parser.parse_args()
     device = select_device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, N = {args.n}, "

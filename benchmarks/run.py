@@ -5,7 +5,8 @@ resident memory (``os.wait4`` rusage) are stored beside the report. A scan whose
 already exists is not run again, so an interrupted run resumes where it stopped.
 
     python benchmarks/run.py --zoo DIR --out RESULTS [--subset PATTERN ...] [--methods lred8 lred2 ured8 pred8]
-                             [--delta 1e-2] [--crossing-resolution R] [--relative-step K] [--adaptive-step M] [--fixed-step] [--exact]
+                             [--delta 1e-2] [--crossing-resolution R] [--relative-step K] [--adaptive-step M]
+                             [--fixed-step] [--exact]
                              [--threads 1] [--json all.json] [--report-only]
 
 Table 2 counts, per group, attacks detected with the right target (clean: models with no
@@ -199,8 +200,9 @@ def render(rows: list[dict], methods: list[str], setting: Setting) -> str:
            table(rows, methods, lambda c: f"{sum(r['success'] for r in c)}/{len(c)}"), "",
            *[line for basis in detection.P_VALUE_BASES for line in (
                f"Table 2 with the {basis} p-value (recomputed from the stored norms)", "",
-               table(rows, methods, lambda c, b=basis: f"{sum(r['by_basis'].get(b, {}).get('success', False) for r in c)}"
-                                                       f"/{len(c)}"), "")],
+               table(rows, methods,
+                     lambda c, b=basis: f"{sum(r['by_basis'].get(b, {}).get('success', False) for r in c)}"
+                                        f"/{len(c)}"), "")],
            "Table 3 — mean wall seconds per scan", "",
            table(rows, methods, lambda c: f"{sum(r['wall_seconds'] for r in c) / len(c):.0f}"), "",
            "Mean CPU seconds per scan (user + system, all threads; steadier than wall time on a shared machine)", "",

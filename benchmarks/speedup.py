@@ -72,7 +72,8 @@ def render(models: list[dict], labels: list[str], rows: dict) -> str:
     base = labels[0]
     out = [f"Baseline: {base}. Agreement = same verdict, same inferred target, same side of alpha, "
            f"with the calibrated / the paper's p-value (both recomputed from the stored norms).", "",
-           "| model | truth | setting | verdict as scanned (target) | log10 p calibrated / paper | ‖v‖ true target / min | iterations (max over t) "
+           "| model | truth | setting | verdict as scanned (target) | log10 p calibrated / paper "
+           "| ‖v‖ true target / min | iterations (max over t) "
            "| wall s | CPU s | speed-up wall / CPU | agrees |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in models:

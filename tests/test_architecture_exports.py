@@ -78,7 +78,8 @@ ARCHITECTURES = {
     "tiny_vit": TinyViT,
     "assorted_ops": AssortedOps,
 }
-CASES = [("resnet18", "torchscript"), ("shufflenet_v2", "torchscript13_unfolded"), ("shufflenet_v2", "dynamo"), ("squeezenet1_1", "torchscript"),
+CASES = [("resnet18", "torchscript"), ("shufflenet_v2", "torchscript13_unfolded"), ("shufflenet_v2", "dynamo"),
+         ("squeezenet1_1", "torchscript"),
          ("tiny_vit", "torchscript"), ("tiny_vit", "dynamo"), ("assorted_ops", "dynamo")]
 
 

@@ -51,9 +51,11 @@ def test_torchscript_pad_bookkeeping_is_folded(name):
 
 def test_only_small_computations_on_constants_are_folded():
     big = helper.make_node("ConstantOfShape", ["big_shape"], ["big"], value=helper.make_tensor("v", 1, [1], [0.0]))
-    small = helper.make_node("ConstantOfShape", ["small_shape"], ["small"], value=helper.make_tensor("v", 1, [1], [1.0]))
+    small = helper.make_node("ConstantOfShape", ["small_shape"], ["small"],
+                             value=helper.make_tensor("v", 1, [1], [1.0]))
     nodes = [big, small, helper.make_node("ReduceSum", ["big"], ["big_sum"], keepdims=0),
-             helper.make_node("Add", ["x", "small"], ["shifted"]), helper.make_node("Add", ["shifted", "big_sum"], ["y"])]
+             helper.make_node("Add", ["x", "small"], ["shifted"]),
+             helper.make_node("Add", ["shifted", "big_sum"], ["y"])]
     graph = helper.make_graph(nodes, "fold", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
                               initializer=[numpy_helper.from_array(np.array([FOLD_LIMIT + 1], np.int64), "big_shape"),

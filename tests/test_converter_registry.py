@@ -32,7 +32,8 @@ def test_add_installs_the_converter_and_records_the_entry():
     table = _onnx2torch_like_table()
     registry = ConverterRegistry(table)
     entry = registry.add("Gelu", (20,), _convert_b, "a reason")
-    assert registry.has_converter("Gelu", 20) and table[next(k for k in table if k.operation_type == "Gelu")] is _convert_b
+    assert registry.has_converter("Gelu", 20)
+    assert table[next(k for k in table if k.operation_type == "Gelu")] is _convert_b
     assert (entry.kind, entry.versions, entry.module, entry.reason) == ("add", (20,), __name__, "a reason")
     assert registry.entries == [entry]
 

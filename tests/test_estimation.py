@@ -219,7 +219,10 @@ def test_weight_update_length_brings_the_default_schedule_to_the_fixed_step(prob
     updated = [e.pattern_norm for e in estimate_patterns(
         classifier, pixels, labels, 5, schedule=WeightControlledStep(1e-3, 2e-2, weight_update_length=1e-3),
         **settings)]
-    error = lambda norms: np.abs(np.array(norms) / np.array(fixed) - 1).mean()
+
+    def error(norms: list[float]) -> float:
+        return float(np.abs(np.array(norms) / np.array(fixed) - 1).mean())
+
     # measured, mean |relative difference|: 1.6% with one update per step, 0.25% with the
     # repeated updates but no stop inside a step (stop_within_last_step disabled), 0.11% with both
     assert error(updated) < 0.0015 and error(updated) < 0.3 * error(lagging)

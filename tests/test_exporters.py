@@ -93,7 +93,8 @@ def test_backdoored_export_is_detected_at_default_settings(entry, tmp_path):
     report = json.loads(report_path.read_text())
     assert report["most_suspicious_class"] == entry["attack"]["target_class"]
     assert report["paper_log10_p_value"] < math.log10(0.05)
-    borderline = entry["file"].startswith("torch_dynamo")  # calibrated 0.043 (0.060 before log-softmax on the logits; docs/exporters.md)
+    # calibrated 0.043 (0.060 before log-softmax on the logits; docs/exporters.md)
+    borderline = entry["file"].startswith("torch_dynamo")
     if report["calibrated_log10_p_value"] < math.log10(0.05) or not borderline:
         assert result.exit_code == 1 and report["target_class"] == entry["attack"]["target_class"], result.output
     else:

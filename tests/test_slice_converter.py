@@ -67,7 +67,8 @@ def test_constant_operands_are_worked_out_at_conversion():
     # no starts/ends tensors read on each pass (on a GPU: a read back to the host)
     inputs = {"starts": np.array([1, 0], np.int64), "ends": np.array([3, -1], np.int64),
               "axes": np.array([1, 3], np.int64)}
-    model = one_node_model(helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"]), ["N", 3, 4, 5], 13, inputs)
+    model = one_node_model(helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"]),
+                           ["N", 3, 4, 5], 13, inputs)
     (module,) = _slices(assert_converts_like_onnxruntime(model, seeded((2, 3, 4, 5))))
     assert module.slices is not None
 

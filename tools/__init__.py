@@ -1,1 +1,2 @@
-"""Build and probe scripts; ``tools.fmnist`` is the Fashion-MNIST toolchain shared by the sample models, the zoo and the fixtures."""
+"""Build and probe scripts; ``tools.fmnist`` is the Fashion-MNIST toolchain shared by the sample models, the zoo and
+the fixtures."""

@@ -83,8 +83,8 @@ HABIT_EXPORTS = [
     # file, head, opset, batch, habits
     ("keras_tf2onnx_opset13.onnx", "flatten", 13, None,
      ["NHWC", "Transpose", "Flatten as Shape/Gather/Slice/Concat/Reshape",
-      "same-padding AveragePool (asymmetric pads)", "DepthwiseConv2D", "hard_silu", "Clip (ReLU6)", "Pad", "residual Add", "MatMul+Add",
-      "Softmax"]),
+      "same-padding AveragePool (asymmetric pads)", "DepthwiseConv2D", "hard_silu", "Clip (ReLU6)", "Pad",
+      "residual Add", "MatMul+Add", "Softmax"]),
     ("keras_tf2onnx_opset15_batch1.onnx", "flatten", 15, 1,
      ["tf2onnx default opset 15", "fixed batch 1 in input and Reshape", "NHWC", "same-padding AveragePool"]),
     ("keras_tf2onnx_opset18_global.onnx", "global", 18, None,
