@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import onnx
@@ -70,7 +71,7 @@ def _onnx2torch(graph: onnx.ModelProto) -> torch.nn.Module:
 
 
 def _batch_fallback(module: torch.nn.Module, graph: onnx.ModelProto, input_name: str, fixed: int,
-                    passes: list[str], original, freeing: int) -> torch.nn.Module:
+                    passes: list[str], original: Callable[[], torch.nn.Module], freeing: int) -> torch.nn.Module:
     """The module itself if it runs on any batch size; else the original graph evaluated ``fixed``
     images at a time.
 
@@ -82,13 +83,14 @@ def _batch_fallback(module: torch.nn.Module, graph: onnx.ModelProto, input_name:
     pass list's entry for the freeing."""
     dims = next((tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
                  for v in graph.graph.input if v.name == input_name), ())
-    if len(dims) < 2 or any(d is None for d in dims[1:]) or batch_independent(module, fixed, dims[1:]):
+    sample = tuple(d for d in dims[1:] if d is not None)   # the image shape, when every axis is known
+    if len(dims) < 2 or len(sample) < len(dims) - 1 or batch_independent(module, fixed, sample):
         return module
     module = original()
     passes[freeing] = f"kept the fixed batch size {fixed} (the graph does not run on other batch sizes once freed)"
-    if not runs_on_batch(module, fixed, dims[1:]):
+    if not runs_on_batch(module, fixed, sample):
         raise ConversionError(f"the converted module runs on no batch size (the graph bakes in {fixed})")
-    vectorized = vectorizes(module, fixed, dims[1:])
+    vectorized = vectorizes(module, fixed, sample)
     message = (f"the graph bakes batch size {fixed} in beyond its input and Reshape targets: evaluating "
                f"{fixed} image(s) at a time, " + ("vectorized with torch.func.vmap" if vectorized else
                                                   "in a loop (correct but slower)"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from onnx2torch.node_converters.registry import (
     _CONVERTER_REGISTRY,
@@ -98,7 +98,8 @@ class ConverterRegistry:
                 raise RegistryError(f"{module} would {kind} onnx2torch's {op_type} {key.version}, which this "
                                     "onnx2torch does not have: add it instead")
         for key in keys:
-            self._table[key] = make_converter(self._table.get(key))
+            # None only for an "add", whose make_converter ignores its argument
+            self._table[key] = make_converter(cast(Converter, self._table.get(key)))
             self._ours[key] = entry
         self.entries.append(entry)
         return entry

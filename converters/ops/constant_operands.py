@@ -43,11 +43,11 @@ def wrap_registered(op_type: str, versions: tuple[int, ...], constant_module: Co
                          module=constant_module.__module__)
 
 
-def _wrapper(original, constant_module: ConstantModule, op_type: str):
+def _wrapper(original: registry.Converter, constant_module: ConstantModule, op_type: str) -> registry.Converter:
     def convert(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         module = constant_module(node, graph)
         return original(node, graph) if module is None else data_only(node, module)
 
-    convert.original = original
+    convert.original = original  # type: ignore[attr-defined]  # the wrapped converter, for a reader of the table
     convert.__name__ = f"convert_{op_type.lower()}_with_constant_operands"
     return convert

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from onnx import defs
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
 
 from .. import registry
 
@@ -50,8 +51,8 @@ def _newer_versions(op_type: str, base: int) -> list[int]:
     return sorted(v for v in versions if v > base and v > max(registered, default=0))
 
 
-def _make_converter(op_type: str, base: int, guard: Callable[[OnnxNode], None] | None):
-    def convert_newer_version(node: OnnxNode, graph: OnnxGraph):
+def _make_converter(op_type: str, base: int, guard: Callable[[OnnxNode], None] | None) -> registry.Converter:
+    def convert_newer_version(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         if guard is not None:
             guard(node)
         return registry.converter_for(op_type, base)(node, graph)

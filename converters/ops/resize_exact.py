@@ -124,6 +124,7 @@ class ExactResize(nn.Module):
             scales = tuple(float(torch.tensor(o, dtype=torch.float32) / torch.tensor(i, dtype=torch.float32))
                            for o, i in zip(sizes, shape))
         else:
+            assert scales is not None, "a Resize module is built with scales or sizes, or reads one at run time"
             lengths = tuple(int(torch.tensor(i, dtype=torch.float32) * torch.tensor(s, dtype=torch.float32))
                             for i, s in zip(shape, scales))
         if len(lengths) != len(shape) or tuple(lengths[:2]) != shape[:2]:
@@ -207,7 +208,7 @@ def _resize(node: OnnxNode, graph: OnnxGraph, scales_name: str, sizes_name: str,
         else:
             fixed_scales = tuple(float(v) for v in values)
         if any(v != 1 for v in (fixed_scales or ())[:2]):
-            raise _refuse(node, f"scales={list(fixed_scales)} (resizing batch or channels)")
+            raise _refuse(node, f"scales={list(fixed_scales or ())} (resizing batch or channels)")
         if fixed_scales == ():
             raise _refuse(node, "empty scales and no sizes")
     read_at_run_time = None if constant is not None else ("sizes" if target_name == sizes_name else "scales")

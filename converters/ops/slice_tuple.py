@@ -51,8 +51,8 @@ class TupleSlice(nn.Module):
         return x
 
 
-def _constant_operands(node: OnnxNode, graph: OnnxGraph) -> list | None:
-    operands = []
+def _constant_operands(node: OnnxNode, graph: OnnxGraph) -> list[torch.Tensor | None] | None:
+    operands: list[torch.Tensor | None] = []
     for name in node.input_values[1:5]:
         if not name:
             operands.append(None)

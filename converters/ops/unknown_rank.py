@@ -18,17 +18,20 @@ onnx2torch then misbehaves in three ops:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from onnx2torch.node_converters.batch_norm import OnnxBatchNorm
 from onnx2torch.node_converters.global_average_pool import OnnxGlobalAveragePool
 from onnx2torch.node_converters.instance_norm import OnnxInstanceNorm
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult, get_shape_from_value_info, onnx_mapping_from_node
+from torch import nn
 
 from .. import registry
 
 # op type -> (versions, the rank-free module for a node of unknown input rank)
-RANK_FREE = {
+RANK_FREE: dict[str, tuple[tuple[int, ...], Callable[[OnnxNode], nn.Module]]] = {
     "BatchNormalization": ((9, 14, 15), lambda node: OnnxBatchNorm(
         momentum=1 - node.attributes.get("momentum", 0.9), epsilon=node.attributes.get("epsilon", 1e-5))),
     "InstanceNormalization": ((1, 6), lambda node: OnnxInstanceNorm(
@@ -46,7 +49,7 @@ def _rank_known(node: OnnxNode, graph: OnnxGraph) -> bool:
         return False
 
 
-def _make_converter(original, rank_free):
+def _make_converter(original: registry.Converter, rank_free: Callable[[OnnxNode], nn.Module]) -> registry.Converter:
     def convert_rank_free(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         if _rank_known(node, graph) or len(node.output_values) != 1:
             return original(node, graph)
@@ -59,12 +62,19 @@ def convert_global_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationCo
     return OperationConverterResult(torch_module=OnnxGlobalAveragePool(), onnx_mapping=onnx_mapping_from_node(node))
 
 
+def _wrapping(rank_free: Callable[[OnnxNode], nn.Module]) -> Callable[[registry.Converter], registry.Converter]:
+    def make_converter(original: registry.Converter) -> registry.Converter:
+        return _make_converter(original, rank_free)
+
+    return make_converter
+
+
 def register() -> None:
     """Override GlobalAveragePool 1; put the rank-free modules in front of onnx2torch's normalizations."""
     registry.override("GlobalAveragePool", (1,), convert_global_average_pool,
                       "average over the axes 2.. of the input at run time, not of the inferred rank")
     for op_type, (versions, rank_free) in RANK_FREE.items():
-        registry.wrap(op_type, versions, lambda original, rank_free=rank_free: _make_converter(original, rank_free),
+        registry.wrap(op_type, versions, _wrapping(rank_free),
                       "input of unknown rank: onnx2torch's rank-free module instead of one picked by the inferred rank")
 
 

@@ -20,6 +20,7 @@ on the original graph.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import onnx
@@ -46,14 +47,15 @@ def make_padding_explicit(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]
     new_nodes: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
         spatial = shapes.get(node.input[0], ())[2:] if node.input else ()
+        known = tuple(d for d in spatial if d is not None)
+        complete = bool(spatial) and len(known) == len(spatial)   # every spatial size known
         if node.op_type in PADDED_OPS and _attribute(node, "auto_pad", b"NOTSET") in (b"SAME_UPPER", b"SAME_LOWER"):
             kernel = _kernel_shape(node, shapes, initializers)
-            if kernel is not None and spatial and all(d is not None for d in spatial):
-                _set_same_pads(node, spatial, kernel)
+            if kernel is not None and complete:
+                _set_same_pads(node, known, kernel)
                 rewritten += 1
-        if node.op_type == "AveragePool" and _asymmetric_average_pool(node) and spatial \
-                and all(d is not None for d in spatial):
-            new_nodes.extend(_split_average_pool(node, spatial, graph, opset, index))
+        if node.op_type == "AveragePool" and _asymmetric_average_pool(node) and complete:
+            new_nodes.extend(_split_average_pool(node, known, graph, opset, index))
             rewritten += 1
             continue
         new_nodes.append(node)
@@ -71,14 +73,14 @@ def _needs_rewrite(node: onnx.NodeProto) -> bool:
     return node.op_type == "AveragePool" and _asymmetric_average_pool(node)
 
 
-def _attribute(node: onnx.NodeProto, name: str, default):
+def _attribute(node: onnx.NodeProto, name: str, default: Any) -> Any:
     for attribute in node.attribute:
         if attribute.name == name:
             return helper.get_attribute_value(attribute)
     return default
 
 
-def _replace_attribute(node: onnx.NodeProto, name: str, value) -> None:
+def _replace_attribute(node: onnx.NodeProto, name: str, value: Any) -> None:
     kept = [a for a in node.attribute if a.name != name]
     del node.attribute[:]
     node.attribute.extend(kept)
@@ -97,7 +99,8 @@ def _known_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
-def _kernel_shape(node, shapes, initializers) -> list[int] | None:
+def _kernel_shape(node: onnx.NodeProto, shapes: dict[str, tuple[int | None, ...]],
+                  initializers: dict[str, onnx.TensorProto]) -> list[int] | None:
     kernel = _attribute(node, "kernel_shape", None)
     if kernel:
         return list(kernel)
@@ -105,11 +108,11 @@ def _kernel_shape(node, shapes, initializers) -> list[int] | None:
         weight = shapes.get(node.input[1]) or (tuple(initializers[node.input[1]].dims)
                                                if node.input[1] in initializers else None)
         if weight and all(d is not None for d in weight[2:]):
-            return list(weight[2:])
+            return [d for d in weight[2:] if d is not None]   # every one (checked above)
     return None
 
 
-def _set_same_pads(node: onnx.NodeProto, spatial, kernel: list[int]) -> None:
+def _set_same_pads(node: onnx.NodeProto, spatial: tuple[int, ...], kernel: list[int]) -> None:
     """auto_pad SAME_* -> explicit pads, as defined by the ONNX operator specification."""
     rank = len(kernel)
     strides = list(_attribute(node, "strides", [1] * rank))
@@ -136,7 +139,7 @@ def _asymmetric_average_pool(node: onnx.NodeProto) -> bool:
     return pads[:half] != pads[half:]
 
 
-def _split_average_pool(node: onnx.NodeProto, spatial, graph: onnx.GraphProto, opset: int,
+def _split_average_pool(node: onnx.NodeProto, spatial: tuple[int, ...], graph: onnx.GraphProto, opset: int,
                         index: int) -> list[onnx.NodeProto]:
     """AveragePool(asymmetric pads) -> Pad, AveragePool(no pads) [, Mul by the count correction]."""
     pads = list(_attribute(node, "pads", []))
@@ -173,7 +176,7 @@ def _split_average_pool(node: onnx.NodeProto, spatial, graph: onnx.GraphProto, o
     return [pad, pool, correct]
 
 
-def _count_correction(spatial, kernel, strides, pads) -> np.ndarray:
+def _count_correction(spatial: tuple[int, ...], kernel: list[int], strides: list[int], pads: list[int]) -> np.ndarray:
     """(1, 1, *output) float32: kernel area / real (unpadded) pixels under each window."""
     rank = len(kernel)
     mask = np.pad(np.ones(spatial, np.float64), [(pads[i], pads[rank + i]) for i in range(rank)])

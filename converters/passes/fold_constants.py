@@ -13,6 +13,9 @@ all passes.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -60,7 +63,7 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return result, len(folded_nodes)
 
 
-def used_names(nodes, graph_outputs: set[str]) -> set[str]:
+def used_names(nodes: Iterable[onnx.NodeProto], graph_outputs: set[str]) -> set[str]:
     """The tensor names that ``nodes`` read (also inside their subgraphs: If, Loop bodies) or
     that are graph outputs."""
     used = {name for node in nodes for name in node.input} | graph_outputs
@@ -74,7 +77,9 @@ def used_names(nodes, graph_outputs: set[str]) -> set[str]:
 def _size_bound(node: onnx.NodeProto, inputs: dict) -> float:
     """An upper bound on the elements of the node's output, from its inputs alone, so that a
     model cannot make the evaluator build a huge tensor (ConstantOfShape to 10^12, say)."""
-    arrays = [inputs[name] if name else None for name in node.input]
+    # np.ndarray, None for an omitted optional input (never one the size rules below read;
+    # an error there is caught as for any other unreadable operand)
+    arrays: list[Any] = [inputs[name] if name else None for name in node.input]
     sizes = [a.size for a in arrays if a is not None]
     op = node.op_type
     try:
@@ -97,7 +102,7 @@ def _size_bound(node: onnx.NodeProto, inputs: dict) -> float:
     return float(sum(sizes)) if sizes else 1.0
 
 
-def _evaluate(node: onnx.NodeProto, inputs: dict, opsets) -> dict | None:
+def _evaluate(node: onnx.NodeProto, inputs: dict, opsets: Any) -> dict | None:
     """The node's outputs on constant ``inputs``, or None when evaluation fails or is too big."""
     if _size_bound(node, inputs) > FOLD_LIMIT:
         return None

@@ -12,6 +12,8 @@ the converted module must still match onnxruntime on the clean images.
 """
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import onnx
 from onnx import helper
@@ -53,7 +55,9 @@ def record_observed_ranks(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]
         return model, 0
     try:
         from onnx.reference import ReferenceEvaluator
-        values = ReferenceEvaluator(inferred).run(None, {probe[0]: probe[1]}, intermediate=True)
+        # intermediate=True: a dict of every named value (a list only without it)
+        values = cast(dict[str, Any], ReferenceEvaluator(inferred).run(None, {probe[0]: probe[1]},
+                                                                        intermediate=True))
     except Exception:  # noqa: BLE001 - an op the reference evaluator lacks: leave the graph as it was
         return model, 0
     entries = {v.name: v for v in inferred.graph.value_info}

@@ -19,6 +19,8 @@ on the original graph runs after every pass, as for the others.
 """
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -27,9 +29,10 @@ from .fold_constants import used_names
 
 Dim = int | str          # a number, or a named dimension from shape inference
 INT_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+Symbolic = list[Dim | None] | Dim | None   # a value of shape arithmetic: 1-D, 0-D or unknown
 
 
-def _attribute(node: onnx.NodeProto, name: str, default=None):
+def _attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
@@ -59,23 +62,23 @@ class _Evaluator:
                 self.producer[name] = node
             if node.op_type == "Constant" and _attribute(node, "value") is not None:
                 self.constants[node.output[0]] = numpy_helper.to_array(_attribute(node, "value"))
-        self.memo: dict[str, object] = {}
+        self.memo: dict[str, Symbolic] = {}
 
-    def value(self, name: str):
+    def value(self, name: str) -> Symbolic:
         if name not in self.memo:
             self.memo[name] = self._evaluate(name)
         return self.memo[name]
 
-    def _constant(self, name: str):
+    def _constant(self, name: str) -> list[int] | int | None:
         array = self.constants.get(name)
         if array is None or array.dtype.kind not in "iu" or array.ndim > 1:
             return None
         return [int(v) for v in array] if array.ndim == 1 else int(array)
 
-    def _evaluate(self, name: str):
+    def _evaluate(self, name: str) -> Symbolic:
         constant = self._constant(name)
         if constant is not None or name in self.constants:
-            return constant
+            return cast(Symbolic, constant)   # a list[int] is a list[Dim | None] (never written to)
         node = self.producer.get(name)
         if node is None:
             return None
@@ -119,9 +122,10 @@ class _Evaluator:
             if _attribute(node, "axis") not in (0, -1):
                 return None
             parts = [self.value(n) for n in inputs]
-            if any(not isinstance(p, list) for p in parts):
+            lists = [p for p in parts if isinstance(p, list)]
+            if len(lists) < len(parts):
                 return None
-            return [d for p in parts for d in p]
+            return [d for p in lists for d in p]
         if op == "Unsqueeze":
             data = self.value(inputs[0])
             axes = _attribute(node, "axes") if len(inputs) < 2 else self._constant(inputs[1])
@@ -132,7 +136,7 @@ class _Evaluator:
         return None
 
 
-def _constant_target(target: list[Dim], data_shape: list[Dim | None]) -> list[int] | None:
+def _constant_target(target: list[Dim | None], data_shape: list[Dim | None]) -> list[int] | None:
     result, inferred = [], False
     for i, entry in enumerate(target):
         if isinstance(entry, int):
