@@ -10,17 +10,19 @@ outside the bounds the clipped value does not change with v, so the gradient the
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
 class _ClipForAscent(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, values: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, values: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(values)
         return values.clamp(0.0, 1.0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         # The pass-through rule in float arithmetic on signs (comparisons producing bool
         # tensors, torch.where and masked_fill cost 2-10x more per element on the CPU; the
         # result is equal element for element, tests/test_clipping.py):

@@ -60,6 +60,7 @@ class ScanConfig:
     def __post_init__(self) -> None:
         # imported here: the registry imports the estimation engine, which imports this module
         from .methods import METHOD_NAMES
+        largest = self.largest_step   # a float whenever step_schedule is "adaptive"
         checks = [
             (self.timeout is None or (math.isfinite(self.timeout) and self.timeout > 0),
              "timeout must be a positive number of seconds"),
@@ -103,8 +104,8 @@ class ScanConfig:
             (self.crossing_resolution is None or self.crossing_resolution >= 1e-9,
              "crossing_resolution must be >= 1e-9 (pixel units; a finer bisection never ends)"),
             # the default schedule updates w (largest step / weight_update_length) times per step
-            (self.step_schedule != "adaptive" or not self.weight_update_length > 0
-             or not math.isfinite(self.largest_step) or self.largest_step / self.weight_update_length <= 2**31 - 1,
+            (self.step_schedule != "adaptive" or largest is None or not self.weight_update_length > 0
+             or not math.isfinite(largest) or largest / self.weight_update_length <= 2**31 - 1,
              f"weight_update_length must be >= the largest step / {2**31 - 1}"),
         ]
         for ok, message in checks:

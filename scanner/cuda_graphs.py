@@ -27,8 +27,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE  # what torch.cuda.graph_pool_handle() returns
 
 GRADIENT_RTOL = 1e-4
 
@@ -69,7 +73,7 @@ def _host_reads_raise() -> Iterator[None]:
             torch.cuda.set_sync_debug_mode(previous)
 
 
-def run_and_capture(unit_sums: UnitSums, v_now: torch.Tensor, pool) -> tuple[
+def run_and_capture(unit_sums: UnitSums, v_now: torch.Tensor, pool: _POOL_HANDLE | None) -> tuple[
         tuple[torch.Tensor, torch.Tensor], GraphedUnit | None, str | None]:
     """The unit's (hits, gradient sums) at ``v_now``, computed eagerly, and the unit captured as a
     CUDA graph in memory pool ``pool``: (eager result, graph, None), or (eager result, None, why

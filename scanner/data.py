@@ -10,11 +10,15 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib import format as npy_format
 
 from .errors import DataError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MAX_IMAGES = 200_000
@@ -34,7 +38,7 @@ class CleanImages:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.pixels.shape[1:])  # type: ignore[return-value]
+        return tuple(self.pixels.shape[1:])
 
 
 def load_clean_images(path: str | os.PathLike, channels: int | None = None,
@@ -182,10 +186,12 @@ def _load_folder(path: Path, channels: int | None, image_size: tuple[int, int] |
                                 f"({first[1][0]}x{first[1][1]}); all clean images must have one size")
             total_bytes += width * height * bands
             files.append((file, int(class_dir.name)))
-    if not files:
+    if not files or first is None:           # first is set with the first file
         raise DataError(f"no PNG/JPEG images under {path}")
     _check_bytes(f"{path} holds", (len(files), first[1][1], first[1][0]), total_bytes)
-    pixels, labels, names = [], [], []
+    pixels: list[np.ndarray] = []
+    labels: list[int] = []
+    names: list[str] = []
     for file, label in files:
         try:
             with Image.open(file) as image:
@@ -206,7 +212,7 @@ GREY_MODES = ("L", "1", "I;16", "I;16L", "I;16B", "I")
 WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I")
 
 
-def _decode(image, channels: int | None) -> np.ndarray:
+def _decode(image: Image.Image, channels: int | None) -> np.ndarray:
     """Decode to uint8 (H, W, C). Grayscale stays grayscale; colour is only reduced when lossless.
 
     16-bit grey PNGs (PIL modes I;16 and I) hold intensities 0-65535 on the same scale as 8-bit

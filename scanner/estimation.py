@@ -81,7 +81,8 @@ class DifferentiableClassifier:
 
     def scores(self, pixels: torch.Tensor) -> torch.Tensor:
         """Raw class scores (n, K) for already-clipped pixel tensors (n, *pixel_shape)."""
-        out = self.module(pixels if self._scale is None else pixels * self._scale + self._offset)
+        out = self.module(pixels if self._scale is None or self._offset is None  # both None or neither
+                          else pixels * self._scale + self._offset)
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out

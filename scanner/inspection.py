@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from typing import Any
 
 import numpy as np
 import onnx
@@ -20,7 +21,7 @@ from . import prepare as preparation
 from .config import ScanConfig
 from .errors import ConversionError, LredError
 from .estimation import DifferentiableClassifier
-from .model import load_model
+from .model import LoadedModel, load_model
 from .preprocess import InputTransform, _guess_layout, resolve_transform
 from .report import Inspection
 from .runtime import ReferenceClassifier
@@ -46,13 +47,14 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig | None 
         layout = config.layout if config.layout != "auto" else _guess_layout(model.input_shape[1:])
     except LredError:
         layout = None
+    base: dict[str, Any]             # the Inspection fields every outcome shares
     base = dict(path=model.path, sha256=model.sha256, producer=model.producer, ir_version=model.proto.ir_version,
                 opsets={(o.domain or "ai.onnx"): o.version for o in model.proto.opset_import},
                 input_name=model.input_name, input_shape=model.input_shape, input_dtype=model.input_dtype,
                 outputs=outputs, score_output=model.output_name, num_classes=model.num_classes, layout=layout,
                 op_histogram=tuple(sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0]))),
                 parity_inputs=str(data) if data else "random")
-    empty = dict(max_abs_difference=None, tolerance=None, argmax_agreement=None, input_gradient_ok=None)
+    empty: dict[str, Any] = dict(max_abs_difference=None, tolerance=None, argmax_agreement=None, input_gradient_ok=None)
     try:
         converted = converters.to_torch(model.proto, model.input_name, model.output_name)
     except ConversionError as exc:
@@ -67,9 +69,9 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig | None 
     rtol = converters.parity_rtol(model.proto, config.parity_rtol)
     run = preparation.run_parity(classifier, pixels, reference, rtol, config.parity_atol)
     if run.failure is not None:  # a converted graph that fails to run is a finding, not a crash
-        exc = run.failure
+        failure = run.failure
         return Inspection(**base, converts=True, conversion_passes=converted.passes,
-                          problem=f"the converted module fails to run: {type(exc).__name__}: {exc}", **empty)
+                          problem=f"the converted module fails to run: {type(failure).__name__}: {failure}", **empty)
     parity = run.parity
     assert parity is not None
     gradient_ok = run.input_gradient_ok()
@@ -84,19 +86,21 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig | None 
                       argmax_agreement=parity.argmax_agreement, input_gradient_ok=gradient_ok)
 
 
-def _parity_inputs(model, data, config: ScanConfig, layout: str | None) -> tuple[InputTransform, np.ndarray]:
+def _parity_inputs(model: LoadedModel, data: str | None, config: ScanConfig,
+                   layout: str | None) -> tuple[InputTransform, np.ndarray]:
     if data:
         from .data import load_clean_images
         clean = load_clean_images(data)
         transform = resolve_transform(model, config, clean.image_shape)
         return transform, transform.to_pixels(clean.pixels[:256])
-    dims = model.input_shape[1:]
-    if any(d is None for d in dims) or layout is None:
+    dims = tuple(d for d in model.input_shape[1:] if d is not None)
+    if len(dims) < len(model.input_shape) - 1 or layout is None:
         raise LredError(f"input shape {model.input_shape} is not fully known; pass --data with clean images")
+    image_shape: tuple[int, int, int]
     if layout == "nchw":
         image_shape = (dims[1], dims[2], dims[0])
     elif layout == "nhwc":
-        image_shape = tuple(dims)
+        image_shape = (dims[0], dims[1], dims[2])
     elif layout == "nhw":
         image_shape = (dims[0], dims[1], 1)
     else:

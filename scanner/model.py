@@ -15,10 +15,12 @@ FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64",
                TensorProto.FLOAT16: "float16"}
 MAX_MODEL_BYTES = 4 * 1024**3    # the .onnx file and its external tensor data together
 MAX_FIXED_BATCH = 4096           # a batch dimension fixed in the graph: each batch is padded to it
-EXTERNAL_ITEMSIZES = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
-                      TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2,
-                      TensorProto.INT32: 4, TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,
-                      TensorProto.BOOL: 1}
+# keyed by TensorProto.data_type (a plain int on a tensor)
+EXTERNAL_ITEMSIZES: dict[int, int] = {
+    TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
+    TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2,
+    TensorProto.INT32: 4, TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,
+    TensorProto.BOOL: 1}
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ class ScanOutcome:
     """The report and the estimated patterns v_t, as (H, W, C) float32 arrays in pixel units."""
 
     report: ScanReport
-    patterns: dict[int, np.ndarray]
+    patterns: dict[int | tuple[int, int], np.ndarray]   # by target class; by (source, target) for pairs
 
 
 def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
@@ -81,7 +82,12 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
 
     torch.manual_seed(config.seed)
     refusals: list[str] = []                  # why CUDA graphs were turned off, if they were
-    common = dict(pi=config.pi, max_iterations=config.max_iterations, jobs=jobs, progress=progress)
+    common: dict[str, Any] = dict(pi=config.pi, max_iterations=config.max_iterations, jobs=jobs, progress=progress)
+
+    def notice(message: str) -> None:
+        refusals.append(message)
+        say("estimate", message)
+
     if config.exact:
         estimates = estimate_patterns_exact(classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
                                             delta=config.delta, **common)
@@ -90,7 +96,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
             classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes, schedule=config.schedule,
             batch_images=config.batch_images, confirm=check.confirm,
             max_rejected_iterations=config.verify_extra_iterations, cuda_graphs=config.cuda_graphs,
-            notice=lambda message: (refusals.append(message), say("estimate", message)), **common)
+            notice=notice, **common)
     lap("estimate")
     if device.type == "cuda":
         timing["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

@@ -11,12 +11,19 @@ the model's layout (nchw: (C, H, W), nhwc: (H, W, C), flat: (H*W*C,) in H, W, C 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from .config import ScanConfig
 from .errors import ConfigError, DataError
 from .model import LoadedModel
+
+if TYPE_CHECKING:
+    import torch
+
+# numpy arrays and torch tensors alike (normalize works on both)
+Pixels = TypeVar("Pixels", np.ndarray, "torch.Tensor")
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +51,7 @@ class InputTransform:
             return np.moveaxis(pixels.reshape(lead + (c, h, w)), -3, -1)
         return pixels.reshape(lead + self.image_shape)
 
-    def normalize(self, pixels):
+    def normalize(self, pixels: Pixels) -> Pixels:
         """Model input from clipped pixels; works on numpy arrays and torch tensors alike."""
         return pixels * self.scale + self.offset
 
@@ -69,6 +76,7 @@ def resolve_transform(model: LoadedModel, config: ScanConfig,
     dims = model.input_shape[1:]
     layout = config.layout if config.layout != "auto" else _guess_layout(dims)
     h, w, c = image_shape
+    expected: tuple[int, ...] | None
     if layout == "nchw":
         expected = (c, h, w)
     elif layout == "nhwc":
