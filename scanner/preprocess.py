@@ -65,9 +65,12 @@ def expected_image_size(model: LoadedModel, config: ScanConfig) -> tuple[int, in
     except ConfigError:
         return None                       # resolve_transform says why, with the images at hand
     spatial = {"nchw": dims[1:3], "nhwc": dims[0:2], "nhw": dims[0:2]}.get(layout) if len(dims) >= 2 else None
-    if spatial is None or len(spatial) != 2 or any(d is None for d in spatial):
+    if spatial is None or len(spatial) != 2:
         return None
-    return int(spatial[0]), int(spatial[1])
+    height, width = spatial
+    if height is None or width is None:
+        return None
+    return int(height), int(width)
 
 
 def resolve_transform(model: LoadedModel, config: ScanConfig,

@@ -70,9 +70,8 @@ def test_corrupt_png_is_named(tmp_path):
 
 
 def test_a_huge_png_is_refused_from_its_header_without_being_decoded(tmp_path, monkeypatch):
-    from tests import hostile_corpus
-
     from scanner import data as data_module
+    from tests import hostile_corpus
     root = _write_folder(tmp_path / "d")
     hostile_corpus._zero_png(root / "2" / "huge.png", 9000, 9000)
     monkeypatch.setattr(data_module, "_decode", lambda *a: pytest.fail("an image was decoded"))
