@@ -7,7 +7,7 @@ must give the same patterns.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -27,10 +27,11 @@ from .weights import Job, uniform_weights, update_weights
 def estimate_pattern_exact(classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,
                            num_classes: int, target: int, *, pi: float, delta: float,
                            max_iterations: int, sources: Sequence[int] | None = None,
-                           fixed_weights: bool = False) -> PatternEstimate:
+                           fixed_weights: bool = False, tick: Callable[[int], None] | None = None) -> PatternEstimate:
     """Algorithm 1 for one putative target class ``target`` (App. A.2, line by line).
 
-    ``sources`` defaults to every class but the target (L-RED); ``fixed_weights`` keeps w(0).
+    ``sources`` defaults to every class but the target (L-RED); ``fixed_weights`` keeps w(0);
+    ``tick(tau)`` is called after every iteration (progress, and the scan's time limit).
     """
     device = classifier.device
     sources = tuple(s for s in range(num_classes) if s != target) if sources is None else tuple(sources)
@@ -61,6 +62,8 @@ def estimate_pattern_exact(classifier: DifferentiableClassifier, pixels: torch.T
             break
         v = v + delta * gradient / norm                                                # line 4
         tau += 1
+        if tick is not None:
+            tick(tau)
         with torch.no_grad():                                                          # second pass
             hits = (classifier.scores(clip_pixels(x + v)).argmax(dim=1) == target).to(x.dtype)
         q = torch.zeros(K, device=device, dtype=x.dtype).index_add_(0, y, hits) * inv_counts
@@ -84,9 +87,13 @@ def estimate_patterns_exact(classifier: DifferentiableClassifier, pixels: torch.
     jobs = lred_jobs(num_classes) if jobs is None else list(jobs)
     results = []
     for number, job in enumerate(jobs, 1):
+        def tick(tau: int, done: int = number - 1) -> None:
+            if progress is not None:
+                progress(tau, done, len(jobs))
+
         results.append(estimate_pattern_exact(classifier, pixels, labels, num_classes, job.target, pi=pi,
                                               delta=delta, max_iterations=max_iterations, sources=job.sources,
-                                              fixed_weights=not job.adapt_weights))
+                                              fixed_weights=not job.adapt_weights, tick=tick))
         if progress is not None:
             progress(results[-1].iterations, number, len(jobs))
     return results

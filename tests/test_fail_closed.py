@@ -179,3 +179,12 @@ def test_onnxruntime_out_of_memory_names_batch_images(tmp_path):
     result, report = scan(path, data, tmp_path)
     assert result.exit_code == 2, result.output
     assert report["error_type"] == "ResourceError" and "--batch-images" in report["error"], report
+
+
+def test_the_time_limit_also_bounds_the_paper_exact_loop(backdoored_case, tmp_path):
+    """--exact checks the limit after every iteration of Algorithm 1, not only between targets."""
+    model, data = backdoored_case
+    result, report = scan(model, data, tmp_path, "--exact", "--delta", "1e-6", "--max-iterations", "100000000",
+                          "--timeout", "3")
+    assert result.exit_code == 2, result.output
+    assert report["error_type"] == "ScanTimeoutError" and "0/6 done" in report["error"]
