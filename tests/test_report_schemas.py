@@ -159,3 +159,16 @@ def test_utc_now_and_cpu_model():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", audit.utc_now())
     cpu = audit.cpu_model()
     assert cpu and "\n" not in cpu
+
+
+def test_an_inspection_that_does_not_convert_validates():
+    from scanner.report import Inspection
+    from scanner.reporters import render_inspection_json
+    refused = Inspection(path="m.onnx", sha256="0" * 64, producer="p", ir_version=8, opsets={"ai.onnx": 13},
+                         input_name="x", input_shape=(None, 3, 32, 32), input_dtype="float32",
+                         outputs=(("y", (None, 10), "FLOAT"),), score_output="y", num_classes=None, layout=None,
+                         op_histogram=(("Conv", 2),), converts=False, conversion_passes=(),
+                         problem="operator Foo has no converter", parity_inputs="random", max_abs_difference=None,
+                         tolerance=None, argmax_agreement=None, input_gradient_ok=None)
+    report = validate("inspect_report", json.loads(render_inspection_json(refused)))
+    assert report["ok"] is False
