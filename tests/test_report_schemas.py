@@ -172,3 +172,17 @@ def test_an_inspection_that_does_not_convert_validates():
                          tolerance=None, argmax_agreement=None, input_gradient_ok=None)
     report = validate("inspect_report", json.loads(render_inspection_json(refused)))
     assert report["ok"] is False
+
+
+def test_the_audit_trail_names_the_gpu_and_cuda_when_the_scan_ran_on_cuda(monkeypatch):
+    import torch
+
+    from scanner.data import CleanImages
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA Test GPU")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    clean = CleanImages(np.zeros((1, 2, 2, 1), np.uint8), np.zeros(1, np.int64), ("x[0]",), "c.npz", "a" * 64)
+    trail = audit.audit_trail(audit.utc_now(), torch.device("cuda", 0), clean)
+    assert (trail.gpu, trail.gpu_driver) == ("NVIDIA Test GPU", "CUDA 12.8")
+    assert trail.started_at <= trail.finished_at and trail.data_sha256 == "a" * 64
+    on_cpu = audit.audit_trail(None, torch.device("cpu"), clean)
+    assert on_cpu.gpu is None and on_cpu.started_at == on_cpu.finished_at
