@@ -6,6 +6,8 @@ Pixels are returned as uint8 (N, H, W, C); the scanner maps them to [0, 1] (App.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import zipfile
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ class CleanImages:
     labels: np.ndarray
     names: tuple[str, ...]
     source: str
+    sha256: str = ""                                  # of the .npz file; over file_sha256 for a folder
+    file_sha256: tuple[tuple[str, str], ...] = ()     # folder only: (relative path, sha256), sorted by path
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -145,7 +149,7 @@ def _load_npz(path: Path, image_size: tuple[int, int] | None = None) -> CleanIma
     if int(y.max()) > MAX_LABEL:
         raise DataError(f"'y' in {path} has label {int(y.max())}, too large for a class index")
     names = tuple(f"x[{i}]" for i in range(x.shape[0]))
-    return CleanImages(np.ascontiguousarray(x), y.astype(np.int64), names, str(path))
+    return CleanImages(np.ascontiguousarray(x), y.astype(np.int64), names, str(path), file_sha256_of(path))
 
 
 def _load_folder(path: Path, channels: int | None, image_size: tuple[int, int] | None = None) -> CleanImages:
@@ -192,9 +196,11 @@ def _load_folder(path: Path, channels: int | None, image_size: tuple[int, int] |
     pixels: list[np.ndarray] = []
     labels: list[int] = []
     names: list[str] = []
+    hashes: list[tuple[str, str]] = []
     for file, label in files:
         try:
-            with Image.open(file) as image:
+            content = file.read_bytes()
+            with Image.open(io.BytesIO(content)) as image:
                 array = _decode(image, channels)
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"cannot decode image {file}: {exc}") from exc
@@ -205,7 +211,25 @@ def _load_folder(path: Path, channels: int | None, image_size: tuple[int, int] |
         pixels.append(array)
         labels.append(label)
         names.append(str(file.relative_to(path)))
-    return CleanImages(np.stack(pixels), np.asarray(labels, dtype=np.int64), tuple(names), str(path))
+        hashes.append((file.relative_to(path).as_posix(), hashlib.sha256(content).hexdigest()))
+    hashes.sort()
+    return CleanImages(np.stack(pixels), np.asarray(labels, dtype=np.int64), tuple(names), str(path),
+                       folder_sha256(hashes), tuple(hashes))
+
+
+def file_sha256_of(path: Path) -> str:
+    """sha256 of one file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_sha256(hashes: list[tuple[str, str]]) -> str:
+    """sha256 over the sorted (relative path, file sha256) list of a class-folder tree: one line
+    ``<sha256>  <relative path>`` per file (as ``sha256sum`` prints them), newline-terminated."""
+    return hashlib.sha256("".join(f"{digest}  {name}\n" for name, digest in sorted(hashes)).encode()).hexdigest()
 
 
 GREY_MODES = ("L", "1", "I;16", "I;16L", "I;16B", "I")

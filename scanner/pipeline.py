@@ -13,6 +13,7 @@ import converters
 
 from . import lred
 from .algorithm1 import estimate_patterns_exact
+from .audit import utc_now
 from .config import ScanConfig
 from .deadline import Deadline
 from .errors import EstimationError, LredError, ResourceError, is_out_of_memory
@@ -57,6 +58,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
           on_progress: ProgressCallback | None) -> ScanOutcome:
     say = on_progress or (lambda stage, message: None)
     started = time.perf_counter()
+    started_at = utc_now()
     method = method_named(config.method)
     deadline = Deadline(config.timeout)
     prepared = prepare(model_path, data_path, config, on_progress, deadline=deadline)
@@ -129,7 +131,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
     timing["total_seconds"] = round(time.perf_counter() - started, 4)
 
     report = build_report(prepared, config, method, estimates, verified, result, refusals, timing,
-                          at_patterns, notes)
+                          at_patterns, notes, started_at)
     patterns = {(e.target_class if not method.reports_pairs else (e.sources[0], e.target_class)):
                 prepared.transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
     return ScanOutcome(report, patterns)

@@ -75,6 +75,22 @@ class DataSummary:
 
 
 @dataclass(frozen=True)
+class AuditTrail:
+    """When and where a scan ran, and which clean data exactly (``audit.py``)."""
+
+    started_at: str                        # UTC, ISO 8601 with Z
+    finished_at: str
+    os: str                                # platform.platform()
+    python: str
+    python_implementation: str
+    cpu: str                               # model name, never the host name
+    gpu: str | None                        # torch.cuda.get_device_name when the scan ran on CUDA
+    gpu_driver: str | None                 # "CUDA <torch.version.cuda>" then
+    data_sha256: str                       # the .npz file's sha256, or over data_files for a folder
+    data_files: tuple[tuple[str, str], ...]  # folder: (relative path, sha256), sorted; empty for .npz
+
+
+@dataclass(frozen=True)
 class ScanReport:
     """Everything a reader or a program needs to check and defend the verdict."""
 
@@ -103,6 +119,7 @@ class ScanReport:
     versions: dict[str, str]
     warnings: tuple[str, ...]
     cuda_graphs: str = "n/a"               # on a GPU: "on", "off" (--no-cuda-graphs) or "refused: why"
+    audit: AuditTrail | None = None        # always set by build_report
 
     @property
     def backdoor_found(self) -> bool:

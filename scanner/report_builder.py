@@ -12,6 +12,7 @@ import torch
 import converters
 
 from . import detection
+from .audit import audit_trail
 from .config import ScanConfig
 from .estimation import STATUS_CONVERGED, PatternEstimate
 from .methods import Method
@@ -45,8 +46,10 @@ def versions() -> dict[str, str]:
 def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
                  estimates: list[PatternEstimate], verified: Sequence[VerifiedFractions],
                  result: detection.DetectionResult, refusals: list[str], timing: dict[str, float],
-                 at_patterns: converters.Parity | None = None, notes: Sequence[str] = ()) -> ScanReport:
-    """The report of one scan. ``estimates`` and ``verified`` are per job, in job order;
+                 at_patterns: converters.Parity | None = None, notes: Sequence[str] = (),
+                 started_at: str | None = None) -> ScanReport:
+    """The report of one scan, started at ``started_at`` (``audit.utc_now()``; None: now) for the audit trail.
+    ``estimates`` and ``verified`` are per job, in job order;
     ``result`` is the test over their statistics; ``refusals`` why CUDA graphs were turned off;
     ``at_patterns`` the comparison with onnxruntime at the final patterns; ``notes`` more warnings."""
     norms = np.array([e.pattern_norm for e in estimates])
@@ -95,7 +98,8 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
         config=config.as_dict(), timing=timing, versions=versions(),
         warnings=_warnings(estimates, verified, selection.per_class, config)
         + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes),
-        cuda_graphs=_graphs_status(prepared.device, config, refusals))
+        cuda_graphs=_graphs_status(prepared.device, config, refusals),
+        audit=audit_trail(started_at, prepared.device, clean))
 
 
 def _difference(parity: converters.Parity | None) -> float | None:

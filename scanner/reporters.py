@@ -7,13 +7,28 @@ command that could not run (verdict "error"). A new format (HTML, SARIF) is one 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import math
 from typing import Any
 
 from .report import Inspection, ScanReport
 
-JSON_SCHEMA_VERSION = 3   # 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value; 3: cuda_graphs
+# The version of each JSON report, checked by its JSON Schema (scanner/schemas/, ``schema(name)``).
+# Scan (and error) report: 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value;
+# 3: cuda_graphs; 4: audit (and the error report's schema_version follows it).
+JSON_SCHEMA_VERSION = 4
+INSPECT_SCHEMA_VERSION = 1   # 1: the first versioned inspect report (schema_version added)
+SCHEMAS = ("scan_report", "inspect_report", "error_report")
+
+
+def schema(name: str) -> dict[str, Any]:
+    """The shipped JSON Schema (draft 2020-12) of report ``name``: one of ``SCHEMAS``."""
+    if name not in SCHEMAS:
+        raise ValueError(f"no schema {name!r}; the schemas are {', '.join(SCHEMAS)}")
+    text = importlib.resources.files("scanner").joinpath("schemas").joinpath(f"{name}.schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def report_to_dict(report: ScanReport) -> dict[str, Any]:
@@ -116,6 +131,7 @@ def render_inspection_json(report: Inspection) -> str:
     """Every field of the inspection, plus ``ok``."""
     data = dataclasses.asdict(report)
     data["ok"] = report.ok
+    data["schema_version"] = INSPECT_SCHEMA_VERSION
     return json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
 
 

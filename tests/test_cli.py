@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from scanner.cli import main
 from tests import synthetic
 from tests.conftest import FAST_OPTIONS
+from tests.schemas import validate_scan_report
 
 REQUIRED_FIELDS = {"verdict", "p_value", "log10_p_value", "alpha", "target_class", "source_classes",
                    "classes", "model", "config", "timing", "versions"}
@@ -28,7 +29,7 @@ def _scan_model(model, tmp_path, *extra):
     np.savez(tmp_path / "c.npz", x=x, y=y)
     report_path = tmp_path / "r.json"
     result = _scan(tmp_path / "m.onnx", "--data", tmp_path / "c.npz", *FAST_OPTIONS, "--json", report_path, *extra)
-    return result, json.loads(report_path.read_text())
+    return result, validate_scan_report(json.loads(report_path.read_text()))
 
 
 def test_backdoored_model_is_detected_with_exit_1_and_full_json(backdoored_case, tmp_path):
@@ -37,7 +38,7 @@ def test_backdoored_model_is_detected_with_exit_1_and_full_json(backdoored_case,
     result = _scan(model, "--data", data, *FAST_OPTIONS, "--json", report_path, "--save-patterns", patterns)
     assert result.exit_code == 1, result.output
     assert "BACKDOOR DETECTED  target class 2" in result.output
-    report = json.loads(report_path.read_text())
+    report = validate_scan_report(json.loads(report_path.read_text()))
     assert REQUIRED_FIELDS <= report.keys()
     assert report["verdict"] == "backdoor" and report["target_class"] == 2
     assert report["p_value"] < 0.05 and report["log10_p_value"] < np.log10(0.05)
@@ -62,7 +63,7 @@ def test_clean_model_is_not_detected_with_exit_0(clean_case, tmp_path):
     result = _scan(model, "--data", data, *FAST_OPTIONS, "--json", report_path)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("no backdoor detected")
-    report = json.loads(report_path.read_text())
+    report = validate_scan_report(json.loads(report_path.read_text()))
     assert report["verdict"] == "clean" and report["target_class"] is None and report["source_classes"] == []
     assert report["p_value"] >= 0.05
 
@@ -110,7 +111,7 @@ def test_baseline_methods_find_the_planted_backdoor(backdoored_case, tmp_path, m
     # (the multi-source weakness of P-RED, Sec. 4.3). Checked here on the paper's p-value.
     basis = ["--p-value", "paper"] if method == "pred" else []
     result = _scan(model, "--data", data, *FAST_OPTIONS, "--method", method, "--json", report_path, *basis)
-    report = json.loads(report_path.read_text())
+    report = validate_scan_report(json.loads(report_path.read_text()))
     assert result.exit_code == 1 and report["method"] == method and report["target_class"] == 2
     assert report["p_value_basis"] == ("paper" if basis else "calibrated")
     if method == "pred":
@@ -125,7 +126,7 @@ def test_exact_mode_gives_the_same_norms_as_the_batched_engine(backdoored_case, 
     for extra in (["--fixed-step"], ["--exact"], ["--weight-update-length", "0.01"]):
         path = tmp_path / f"r{len(reports)}.json"
         _scan(model, "--data", data, *FAST_OPTIONS, "--json", path, *extra)
-        reports.append(json.loads(path.read_text()))
+        reports.append(validate_scan_report(json.loads(path.read_text())))
     fixed, exact, adaptive = ([c["pattern_norm"] for c in r["classes"]] for r in reports)
     np.testing.assert_allclose(fixed, exact, rtol=1e-4)
     assert [r["verdict"] for r in reports] == ["backdoor"] * 3
@@ -149,7 +150,7 @@ def test_one_or_two_images_per_class_still_scan(backdoored_case, tmp_path, n):
     model, data = backdoored_case
     report_path = tmp_path / "r.json"
     result = _scan(model, "--data", data, "--delta", "0.01", "-q", "--images-per-class", n, "--json", report_path)
-    report = json.loads(report_path.read_text())
+    report = validate_scan_report(json.loads(report_path.read_text()))
     assert result.exit_code in (0, 1)
     assert report["data"]["images_per_class"] == [int(n)] * 6
     assert report["most_suspicious_class"] == 2
@@ -194,7 +195,7 @@ def test_running_out_of_memory_exits_2_and_names_the_knob(backdoored_case, tmp_p
     assert result.exit_code == 2
     assert "ran out of memory" in result.output and "--batch-images (now 512" in result.output
     assert "NOT scanned" in result.output and "Traceback" not in result.output
-    report = json.loads(report_path.read_text())
+    report = validate_scan_report(json.loads(report_path.read_text()))
     assert report["verdict"] == "error" and report["error_type"] == "ResourceError"
 
 

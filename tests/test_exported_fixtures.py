@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from scanner.cli import main
+from tests.schemas import validate_scan_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exported"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -26,7 +27,7 @@ def test_exported_backdoored_model_is_detected_with_its_target(entry, tmp_path):
     report_path = tmp_path / "r.json"
     result = CliRunner().invoke(main, ["scan", str(FIXTURES / entry["file"]), "--data", str(CLEAN), "-q",
                                        "--images-per-class", "4", "--delta", "0.01", "--json", str(report_path)])
-    report = json.loads(report_path.read_text())
+    report = validate_scan_report(json.loads(report_path.read_text()))
     assert result.exit_code == 1, result.output
     assert report["target_class"] == entry["attack"]["target_class"]
     assert set(entry["attack"]["source_classes"]) <= set(report["source_classes"])

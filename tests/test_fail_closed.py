@@ -15,13 +15,14 @@ from scanner.errors import ConversionMismatchError
 from scanner.estimation import STATUS_CONVERGED, PatternEstimate
 from scanner.verify import ReferenceCheck
 from tests.conftest import FAST_OPTIONS
+from tests.schemas import validate_scan_report
 
 
 def scan(model, data, tmp_path, *extra):
     report = tmp_path / "report.json"
     result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), *FAST_OPTIONS,
                                        "--json", str(report), *extra])
-    return result, json.loads(report.read_text())
+    return result, validate_scan_report(json.loads(report.read_text()))
 
 
 def test_a_scan_whose_estimates_did_not_converge_is_inconclusive_not_clean(backdoored_case, tmp_path):

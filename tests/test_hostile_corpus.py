@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from scanner import errors as errors_module
 from scanner.cli import main
 from tests.hostile_corpus import CASES
+from tests.schemas import validate_scan_report
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -21,6 +22,6 @@ def test_hostile_case_fails_closed_with_a_one_line_error(name, tmp_path):
     assert result.exit_code == 2, result.output
     assert len(errors) == 1 and case.message in errors[0], result.output
     assert "Traceback" not in result.output and "internal error" not in result.output
-    written = json.loads(report.read_text())
+    written = validate_scan_report(json.loads(report.read_text()))
     assert written["verdict"] == "error"
     assert issubclass(getattr(errors_module, written["error_type"]), case.error), written["error_type"]

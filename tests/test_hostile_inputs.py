@@ -14,6 +14,7 @@ from scanner.cli import main
 from scanner.data import load_clean_images
 from scanner.errors import DataError
 from tests import synthetic
+from tests.schemas import validate_scan_report
 from tests.test_data import _write_folder
 
 
@@ -26,7 +27,7 @@ def test_garbage_model_file_exits_2_with_one_line_error_and_error_json(tmp_path,
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert "lred: error:" in result.output and "NOT scanned" in result.output
-    assert json.loads(report_path.read_text())["verdict"] == "error"
+    assert validate_scan_report(json.loads(report_path.read_text()))["verdict"] == "error"
 
 
 def test_model_with_two_inputs_is_refused(tmp_path, backdoored_case):

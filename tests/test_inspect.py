@@ -7,6 +7,7 @@ from onnx import TensorProto, helper
 
 from scanner.cli import main
 from tests import synthetic
+from tests.schemas import validate
 
 
 def _inspect(path, *extra):
@@ -18,7 +19,7 @@ def test_convertible_model_is_described_and_exits_0(tmp_path):
     result = _inspect(tmp_path / "m.onnx", "--json", tmp_path / "i.json")
     assert result.exit_code == 0, result.output
     assert "ready to scan" in result.output and "Gemm 1" in result.output
-    report = json.loads((tmp_path / "i.json").read_text())
+    report = validate("inspect_report", json.loads((tmp_path / "i.json").read_text()))
     assert report["ok"] and report["num_classes"] == 6 and report["layout"] == "nchw"
     assert report["score_output"] == "probabilities" and report["argmax_agreement"] == 1.0
     assert any("fixed batch size 1" in p for p in report["conversion_passes"])

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from scanner.cli import main
+from tests.schemas import validate_scan_report
 
 FAST = ["--images-per-class", "4", "--delta", "0.01", "--quiet"]
 
@@ -19,7 +20,7 @@ def _scan(sample_models, name, tmp_path):
     report_path = tmp_path / "report.json"
     result = CliRunner().invoke(main, ["scan", str(sample_models / name), "--data",
                                        str(sample_models / "clean_images"), *FAST, "--json", str(report_path)])
-    return result, json.loads(report_path.read_text())
+    return result, validate_scan_report(json.loads(report_path.read_text()))
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests import synthetic
+from tests.schemas import validate_scan_report
 
 REPO = Path(__file__).resolve().parent.parent
 STALE = {"schema_version": 3, "verdict": "clean", "target_class": None}
@@ -36,7 +37,7 @@ def assert_error_run(process: subprocess.Popen, report: Path, error_type: str) -
     assert process.returncode == 2, stderr
     assert "Traceback" not in stderr
     assert "this is not a clean verdict" in stderr
-    written = json.loads(report.read_text())
+    written = validate_scan_report(json.loads(report.read_text()))
     assert written["verdict"] == "error" and written["error_type"] == error_type, written
     return stderr
 
