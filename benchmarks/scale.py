@@ -35,6 +35,7 @@ import io
 import math
 import resource
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -316,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
                                     budget_seconds=None if args.full else args.budget_seconds)
                 over = cell.status == "skipped (budget)"
                 cells.append(cell)
+                print(f"{arch} {size} K={classes}: {cell.status} ({time.perf_counter() - started:.0f} s)",
+                      file=sys.stderr, flush=True)
     threads = torch.get_num_threads()
     print(f"device {device}, torch threads {threads}, batch {args.batch}, repeats {args.repeats}, "
           f"engine iterations {args.engine_iterations}, budget "
