@@ -37,12 +37,16 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from scanner.estimation import DifferentiableClassifier
 
 # Iterations a scan needs: the largest "iterations (max over t)" of the default scans (delta-default)
 # of the 31 trained Fashion-MNIST models (21 MLPs, 7 CNNs, 3 residual nets) in docs/benchmarks.md,
@@ -97,18 +101,20 @@ def build(arch: str, channels: int, size: int, num_classes: int) -> nn.Module:
     return (body if channels == 3 else _Gray(body)).eval()
 
 
-def to_scan_classifier(module: nn.Module, channels: int, size: int, device: torch.device):
+def to_scan_classifier(module: nn.Module, channels: int, size: int,
+                       device: torch.device) -> DifferentiableClassifier:
     """Export ``module`` to ONNX (opset 17, TorchScript exporter), convert it back with
     ``converters.to_torch`` and wrap it as the scan does (identity normalization, logits)."""
     import onnx
 
     import converters
-    from scanner.estimation import DifferentiableClassifier
+    from scanner.estimation import DifferentiableClassifier  # noqa: F811 (the runtime import)
     from scanner.preprocess import InputTransform
 
     buffer = io.BytesIO()
-    torch.onnx.export(module, torch.rand(2, channels, size, size), buffer, input_names=["input"],
-                      output_names=["scores"], opset_version=17, dynamo=False,
+    torch.onnx.export(module, (torch.rand(2, channels, size, size),),
+                      buffer,  # type: ignore[arg-type]  # a file object is accepted
+                      input_names=["input"], output_names=["scores"], opset_version=17, dynamo=False,
                       dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}})
     converted = converters.to_torch(onnx.load_from_string(buffer.getvalue()), "input", "scores").module
     pixel_shape = (channels, size, size)
@@ -119,7 +125,7 @@ def to_scan_classifier(module: nn.Module, channels: int, size: int, device: torc
     return classifier
 
 
-def raw_pass(classifier, x: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
+def raw_pass(classifier: DifferentiableClassifier, x: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
     """One forward+backward of sum log p(t | clip(x + u)) with respect to u (the engine's pass
     without its bookkeeping), as a function."""
     from scanner.clipping import clip_pixels
@@ -269,18 +275,20 @@ def _duration(seconds: float) -> str:
 def table(cells: list[Cell], cuda: bool) -> str:
     """The Markdown table of ``cells`` (times in ms per image pass; projections labelled)."""
     head = ["architecture", "input", "K", "raw fwd+bwd ms/image", "engine ms/iteration (rows)", "engine / raw",
-            "engine overhead ms/iteration", "passes/iteration N=1", "N=8", "peak RSS MiB"] + (["CUDA peak MiB"] if cuda else []) + [
-            f"PROJECTED scan, N=1 ({ITERATIONS} it.)", f"PROJECTED scan, N=8 ({ITERATIONS} it.)"]
+            "engine overhead ms/iteration", "passes/iteration N=1", "N=8", "peak RSS MiB"]
+    head += (["CUDA peak MiB"] if cuda else []) + [f"PROJECTED scan, N=1 ({ITERATIONS} it.)",
+                                                   f"PROJECTED scan, N=8 ({ITERATIONS} it.)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         if c.status != "measured":
             rest = ["–"] * (len(head) - 9)
-            lines.append(f"| {c.arch} | {c.size} | {c.classes} | {c.status} | – | – | – | {c.passes(1):,} | "
-                         f"{c.passes(8):,} | " + " | ".join(rest) + " |")
+            lines.append(f"| {c.arch} | {c.size} | {c.classes} | {c.status} | – | – | – | "
+                         f"{c.passes(1):,} | {c.passes(8):,} | " + " | ".join(rest) + " |")
             continue
         row = [c.arch, c.size, str(c.classes), f"{c.raw_per_image * 1e3:.2f}",
                f"{c.engine_iteration * 1e3:.2f} ({c.engine_rows})", f"{c.engine_ratio:.2f}",
-               f"{c.engine_overhead * 1e3:.1f}", f"{c.passes(1):,}", f"{c.passes(8):,}", f"{c.peak_rss_mib:.0f} ({c.rss_scope})"]
+               f"{c.engine_overhead * 1e3:.1f}", f"{c.passes(1):,}", f"{c.passes(8):,}",
+               f"{c.peak_rss_mib:.0f} ({c.rss_scope})"]
         row += [f"{c.cuda_peak_mib:.0f}"] if cuda else []
         row += [_duration(c.projected_seconds(1)), _duration(c.projected_seconds(8))]
         lines.append("| " + " | ".join(row) + " |")

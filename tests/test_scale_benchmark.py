@@ -5,6 +5,7 @@ import importlib.util
 import math
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -13,27 +14,28 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "scale.py"
 
 
 @pytest.fixture(scope="module")
-def scale():
+def scale() -> ModuleType:
     spec = importlib.util.spec_from_file_location("scale_benchmark", SCRIPT)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module     # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-def test_passes_per_iteration_are_k_times_k_minus_one_times_n(scale):
+def test_passes_per_iteration_are_k_times_k_minus_one_times_n(scale: ModuleType) -> None:
     cell = scale.Cell("cnn", "28g", 43)
     assert cell.passes(1) == 43 * 42
     assert cell.passes(8) == 43 * 42 * 8
 
 
-def test_projection_is_iterations_times_passes_times_raw_pass_plus_overhead(scale):
+def test_projection_is_iterations_times_passes_times_raw_pass_plus_overhead(scale: ModuleType) -> None:
     cell = scale.Cell("cnn", "28g", 10, raw_per_image=0.002, engine_iteration=0.05, engine_rows=8)
     overhead = 0.05 - 8 * 0.002
     assert cell.projected_seconds(1) == pytest.approx(scale.ITERATIONS * (90 * 0.002 + overhead))
 
 
-def test_smallest_cell_is_measured_and_tabled(scale):
+def test_smallest_cell_is_measured_and_tabled(scale: ModuleType) -> None:
     torch.manual_seed(0)
     cell = scale.measure_cell("cnn", "28g", 10, torch.device("cpu"), batch=4, repeats=1,
                               engine_iterations=1, budget_seconds=None)
@@ -48,7 +50,7 @@ def test_smallest_cell_is_measured_and_tabled(scale):
     assert math.isfinite(cell.projected_seconds(8))
 
 
-def test_a_cell_over_budget_is_skipped(scale):
+def test_a_cell_over_budget_is_skipped(scale: ModuleType) -> None:
     cell = scale.measure_cell("cnn", "28g", 10, torch.device("cpu"), batch=4, repeats=1,
                               engine_iterations=1, budget_seconds=0.0)
     assert cell.status == "skipped (budget)"
