@@ -1,0 +1,56 @@
+"""benchmarks/scale.py on its smallest cell: the sample CNN, 28x28 gray, K = 10."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "scale.py"
+
+
+@pytest.fixture(scope="module")
+def scale() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("scale_benchmark", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module     # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_passes_per_iteration_are_k_times_k_minus_one_times_n(scale: ModuleType) -> None:
+    cell = scale.Cell("cnn", "28g", 43)
+    assert cell.passes(1) == 43 * 42
+    assert cell.passes(8) == 43 * 42 * 8
+
+
+def test_projection_is_iterations_times_passes_times_raw_pass_plus_overhead(scale: ModuleType) -> None:
+    cell = scale.Cell("cnn", "28g", 10, raw_per_image=0.002, engine_iteration=0.05, engine_rows=8)
+    overhead = 0.05 - 8 * 0.002
+    assert cell.projected_seconds(1) == pytest.approx(scale.ITERATIONS * (90 * 0.002 + overhead))
+
+
+def test_smallest_cell_is_measured_and_tabled(scale: ModuleType) -> None:
+    torch.manual_seed(0)
+    cell = scale.measure_cell("cnn", "28g", 10, torch.device("cpu"), batch=4, repeats=1,
+                              engine_iterations=1, budget_seconds=None)
+    assert cell.status == "measured"
+    assert cell.engine_rows == 4
+    assert cell.raw_per_image > 0 and cell.engine_iteration > 0 and cell.peak_rss_mib > 0
+    rows = scale.table([cell, scale.Cell("resnet50", "224", 1000, status="skipped (budget)")], cuda=False)
+    lines = rows.splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("| cnn | 28g | 10 | ") and "| 90 | 720 |" in lines[2]
+    assert "skipped (budget)" in lines[3] and "999,000" in lines[3]
+    assert math.isfinite(cell.projected_seconds(8))
+
+
+def test_a_cell_over_budget_is_skipped(scale: ModuleType) -> None:
+    cell = scale.measure_cell("cnn", "28g", 10, torch.device("cpu"), batch=4, repeats=1,
+                              engine_iterations=1, budget_seconds=0.0)
+    assert cell.status == "skipped (budget)"
