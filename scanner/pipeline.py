@@ -19,7 +19,7 @@ from .deadline import Deadline
 from .errors import EstimationError, LredError, ResourceError, is_out_of_memory
 from .evidence import require_evidence
 from .methods import method_named
-from .prepare import ProgressCallback, prepare
+from .prepare import ProgressCallback, StepTimer, prepare
 from .report import ScanReport
 from .report_builder import build_report, job_name
 from .verify import ReferenceCheck
@@ -63,13 +63,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
     deadline = Deadline(config.timeout)
     prepared = prepare(model_path, data_path, config, on_progress, deadline=deadline)
     timing = dict(prepared.timing)
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timing[f"{step}_seconds"] = round(now - clock, 4)
-        clock = now
+    lap = StepTimer(timing).lap
 
     classifier, x, y, num_classes, device = (prepared.classifier, prepared.x, prepared.y, prepared.num_classes,
                                              prepared.device)

@@ -27,7 +27,7 @@ from .errors import ConversionMismatchError, ModelError
 from .estimation import DifferentiableClassifier, select_device
 from .model import LoadedModel, load_model
 from .preprocess import InputTransform, expected_image_size, resolve_transform
-from .probes import disagreement, probe_pixels
+from .probes import compare_with_onnxruntime, probe_pixels
 from .runtime import ReferenceClassifier
 
 # on_progress(stage, message); stages: load, data, convert, estimate, verify, test
@@ -145,6 +145,21 @@ def channels_hint(model: LoadedModel) -> int | None:
     return None
 
 
+class StepTimer:
+    """The seconds of each step of a scan, as ``<step>_seconds`` entries of ``timing``."""
+
+    def __init__(self, timing: dict[str, float]) -> None:
+        self.timing = timing
+        self.clock = time.perf_counter()
+
+    def lap(self, step: str, add: bool = False) -> None:
+        """Record the time since the last lap as ``step`` (added to what it has, with ``add``)."""
+        now = time.perf_counter()
+        key = f"{step}_seconds"
+        self.timing[key] = round((self.timing.get(key, 0.0) if add else 0.0) + now - self.clock, 4)
+        self.clock = now
+
+
 def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig | None = None,
             on_progress: ProgressCallback | None = None, *, channels_last: bool = True,
             deadline: Deadline = NO_DEADLINE) -> PreparedScan:
@@ -162,13 +177,7 @@ def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config:
         config = ScanConfig()
     say = on_progress or (lambda stage, message: None)
     timing: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timing[f"{step}_seconds"] = round(now - clock, 4)
-        clock = now
+    lap = StepTimer(timing).lap
 
     say("load", f"reading {model_path}")
     model = load_model(model_path, config.output_name)
@@ -204,13 +213,12 @@ def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config:
 
     classifier = DifferentiableClassifier(converted, transform, "logits" if softmax_applied_after else score_kind,
                                           device, softmax_applied_after=softmax_applied_after)
-    clock = time.perf_counter()
     if channels_last and classifier.use_channels_last(torch.as_tensor(x[:PROBE_IMAGES])):
         passes = passes + ("4-D weights held channels-last for the CPU passes",)
     rtol = converters.parity_rtol(model.proto, config.parity_rtol)
     parity = parity_gate(run_parity(classifier, pixels, reference_scores, rtol, config.parity_atol))
     off_grid = off_grid_gate(classifier, reference, transform, pixels, rtol, config.parity_atol, config.seed)
-    timing["convert_seconds"] = round(timing["convert_seconds"] + time.perf_counter() - clock, 4)
+    lap("convert", add=True)             # the conversion's checks count as converting
     deadline.check("checking the conversion")
     return PreparedScan(model, device, reference, clean, transform, pixels, num_classes, score_kind,
                         selection, x, y, classifier, passes, parity, timing, off_grid)
@@ -221,12 +229,7 @@ def off_grid_gate(classifier: DifferentiableClassifier, reference: ReferenceClas
     """The gate off the clean images (scanner/probes.py): the module must give onnxruntime's scores
     on uniform random images and on clean images plus noise as well, or the scan stops."""
     probes = probe_pixels(pixels, seed=seed)
-    reference_scores = reference.scores(transform.normalize(probes))
-    with torch.no_grad():
-        torch_scores = classifier.model_scores(
-            classifier.scores(torch.as_tensor(probes, device=classifier.device))).cpu().double().numpy()
-    parity = converters.compare_scores(torch_scores, reference_scores, rtol, atol)
-    problem = disagreement(torch_scores, reference_scores, parity.tolerance)
+    parity, problem, _ = compare_with_onnxruntime(classifier, reference, transform, probes, rtol, atol, len(probes))
     if problem is not None:
         raise ConversionMismatchError(
             f"the converted torch module matches onnxruntime on the clean images but not off them: on "

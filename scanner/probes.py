@@ -15,7 +15,17 @@ agree everywhere.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import torch
+
+import converters
+
+if TYPE_CHECKING:
+    from .estimation import DifferentiableClassifier
+    from .preprocess import InputTransform
+    from .runtime import ReferenceClassifier
 
 PROBE_IMAGES = 64           # half uniform random images, half clean images plus noise
 PROBE_NOISE = 0.05          # +- per pixel, pixel units ([0, 1])
@@ -55,3 +65,22 @@ def disagreement(torch_scores: np.ndarray, reference_scores: np.ndarray, toleran
     if other.any():
         return f"another class on {int(other.sum())} of {int(rows.sum())} inputs with a clear top class"
     return None
+
+
+def compare_with_onnxruntime(classifier: DifferentiableClassifier, reference: ReferenceClassifier,
+                             transform: InputTransform, pixels: np.ndarray, rtol: float, atol: float,
+                             batch_images: int) -> tuple[converters.Parity, str | None, np.ndarray]:
+    """What the converted module and onnxruntime output for the same ``pixels`` (n, *pixel_shape) in
+    [0, 1]: their comparison (to ``atol + rtol * max |score|``), why they disagree (``disagreement``)
+    or None, and onnxruntime's scores (n, K)."""
+    reference_scores = reference.scores(transform.normalize(pixels).astype(np.float32))
+    if not len(pixels):
+        return converters.compare_scores(reference_scores, reference_scores, rtol, atol), None, reference_scores
+    with torch.no_grad():
+        torch_scores = np.concatenate([
+            classifier.model_scores(classifier.scores(torch.as_tensor(
+                pixels[start:start + batch_images], device=classifier.device))).cpu().double().numpy()
+            for start in range(0, len(pixels), batch_images)])
+    parity = converters.compare_scores(torch_scores, reference_scores, rtol, atol)
+    return parity, disagreement(torch_scores, reference_scores, parity.tolerance), reference_scores
+

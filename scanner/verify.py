@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 import converters
 
 from .errors import ConversionMismatchError
 from .estimation import DifferentiableClassifier, PatternEstimate
 from .preprocess import InputTransform
-from .probes import disagreement
+from .probes import compare_with_onnxruntime
 from .runtime import ReferenceClassifier
 
 
@@ -63,14 +62,8 @@ class ReferenceCheck:
         verified, largest, tolerance, rows, agreeing = [], 0.0, 0.0, 0, 0
         for estimate in estimates:
             pixels = self._pixels(estimate.target_class, estimate.pattern)
-            reference_scores = self.reference.scores(self.transform.normalize(pixels).astype(np.float32))
-            with torch.no_grad():
-                torch_scores = np.concatenate([
-                    classifier.model_scores(classifier.scores(torch.as_tensor(
-                        pixels[start:start + batch_images], device=classifier.device))).cpu().double().numpy()
-                    for start in range(0, len(pixels), batch_images)]) if len(pixels) else reference_scores
-            parity = converters.compare_scores(torch_scores, reference_scores, rtol, atol)
-            problem = disagreement(torch_scores, reference_scores, parity.tolerance)
+            parity, problem, reference_scores = compare_with_onnxruntime(
+                classifier, self.reference, self.transform, pixels, rtol, atol, batch_images)
             if problem is not None:
                 raise ConversionMismatchError(
                     f"the converted torch module disagrees with onnxruntime at the estimated pattern of class "
@@ -78,7 +71,7 @@ class ReferenceCheck:
                     "patterns cannot carry a verdict")
             largest, tolerance, rows = (max(largest, parity.max_abs_difference), max(tolerance, parity.tolerance),
                                         rows + len(pixels))
-            agreeing += int((torch_scores.argmax(axis=1) == reference_scores.argmax(axis=1)).sum())
+            agreeing += round(parity.argmax_agreement * len(pixels))
             verified.append(self._fractions(estimate.target_class, estimate.source_weights, reference_scores))
         return verified, converters.Parity(largest, tolerance, agreeing / rows if rows else 1.0, rows)
 
