@@ -116,12 +116,15 @@ class ScanConfig:
     def step_schedule(self) -> str:
         """The schedule the estimations of this scan follow: adaptive, fixed or relative.
 
-        Only L-RED moves its weights, so only L-RED can follow the weight-controlled schedule;
-        U-RED and P-RED step by delta.
+        Only a method whose weights move by eq. (8) (L-RED, ``Method.adapts_weights`` in the
+        registry) can follow the weight-controlled schedule; U-RED and P-RED step by delta.
         """
+        from .methods import METHODS
+
+        method = METHODS.get(self.method)          # None while an unknown name is being refused
         if self.relative_step is not None:
             return "relative"
-        if self.fixed_step or self.exact or self.method != "lred":
+        if self.fixed_step or self.exact or method is None or not method.adapts_weights:
             return "fixed"
         return "adaptive"
 

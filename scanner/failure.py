@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EXIT_ERROR, LredError
+from .errors import EXIT_ERROR, InconclusiveError, LredError
 from .reporters import printable, render_error_json
 
 
@@ -52,7 +52,9 @@ def fail(exc: BaseException, json_path: str | Path | None, debug: bool) -> None:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     click.echo(f"lred: error: {printable(message)}", err=True)
-    click.echo("lred: the model was NOT scanned; this is not a clean verdict", err=True)
+    click.echo("lred: no verdict: the estimates are inconclusive; this is not a clean verdict"
+               if isinstance(exc, InconclusiveError) else
+               "lred: the model was NOT scanned; this is not a clean verdict", err=True)
     if json_path is not None and str(json_path) != "-":
         try:
             write_error_report(json_path, message, type(exc).__name__)

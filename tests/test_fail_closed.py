@@ -31,6 +31,7 @@ def test_a_scan_whose_estimates_did_not_converge_is_inconclusive_not_clean(backd
     assert result.exit_code == 2, result.output
     assert report["verdict"] == "error" and report["error_type"] == "InconclusiveError"
     assert "inconclusive" in report["error"] and "max_iterations" in report["error"]
+    assert "no verdict: the estimates are inconclusive; this is not a clean verdict" in result.output
 
 
 def test_the_default_scan_reports_where_the_module_was_compared_with_onnxruntime(backdoored_case, tmp_path):
