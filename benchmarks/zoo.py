@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import sys
 import time
@@ -44,6 +43,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tools.fmnist
+from scanner.data import file_sha256_of  # noqa: E402
 from tools import fmnist  # noqa: E402
 
 DATA_DIR = fmnist.DATA_DIR
@@ -232,10 +232,6 @@ def measure(path: Path, attack: dict | None, x_test: np.ndarray, y_test: np.ndar
     return figures
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # --------------------------------------------------------------------------------- build
 
 @dataclass(frozen=True)
@@ -294,7 +290,8 @@ def build_one(spec: ModelSpec, out: Path, data, settings: BuildSettings, log) ->
     np.savez(folder / "clean.npz", x=x_test[picked], y=y_test[picked], test_indices=picked)
     record = {
         "name": spec.name, "spec": asdict(spec), "table_group": spec.table_group,
-        "architecture": ARCHITECTURES[spec.arch], "model": "model.onnx", "sha256": sha256(folder / "model.onnx"),
+        "architecture": ARCHITECTURES[spec.arch], "model": "model.onnx",
+        "sha256": file_sha256_of(folder / "model.onnx"),
         "clean_images": "clean.npz", "input": "image float32 (N,1,28,28) = uint8/255; output logits (N,10)",
         "ground_truth": attack, "attack_took": succeeded,
         "clean_test_accuracy": final["clean_test_accuracy"],

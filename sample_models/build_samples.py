@@ -21,7 +21,6 @@ Usage:  python sample_models/build_samples.py
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -33,6 +32,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tools.fmnist
+from scanner.data import file_sha256_of  # noqa: E402
 from tools import fmnist  # noqa: E402
 
 CLASS_NAMES = [
@@ -162,14 +162,6 @@ def evaluate(path: Path, x_test: np.ndarray, y_test: np.ndarray) -> dict:
     }
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_clean_images(out_dir: Path, x_test_u8: np.ndarray, y_test: np.ndarray,
                       per_class: int, seed: int) -> dict:
     from PIL import Image
@@ -271,7 +263,7 @@ def main(argv=None) -> int:
               flush=True)
         models_meta.append({
             "file": fname,
-            "sha256": sha256_of(path),
+            "sha256": file_sha256_of(path),
             "size_bytes": path.stat().st_size,
             "architecture": ARCHITECTURE,
             "input": {"name": "image", "shape": ["batch", 1, 28, 28], "dtype": "float32",
