@@ -9,8 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 
-import converters
-
 from . import lred
 from .algorithm1 import estimate_patterns_exact
 from .audit import utc_now
@@ -98,8 +96,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         timing["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
     say("verify", "re-computing misclassification fractions with onnxruntime")
-    rtol = converters.parity_rtol(prepared.model.proto, config.parity_rtol)
-    verified, at_patterns = check.verify(estimates, classifier, rtol, config.parity_atol, config.batch_images)
+    verified, at_patterns = check.verify(estimates, classifier, prepared.rtol, config.parity_atol,
+                                         config.batch_images)
     lap("verify")
 
     say("test", "order-statistic test")

@@ -63,7 +63,8 @@ class PreparedScan:
     passes: tuple[str, ...]
     parity: converters.Parity
     timing: dict[str, float]
-    off_grid: converters.Parity | None = None   # the gate on probe inputs off the clean images
+    off_grid: converters.Parity        # the gate on probe inputs off the clean images
+    rtol: float                        # the parity tolerance relative to max |score| (wider for float16)
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,7 +222,7 @@ def prepare(model_path: str | os.PathLike, data_path: str | os.PathLike, config:
     lap("convert", add=True)             # the conversion's checks count as converting
     deadline.check("checking the conversion")
     return PreparedScan(model, device, reference, clean, transform, pixels, num_classes, score_kind,
-                        selection, x, y, classifier, passes, parity, timing, off_grid)
+                        selection, x, y, classifier, passes, parity, timing, off_grid, rtol)
 
 
 def off_grid_gate(classifier: DifferentiableClassifier, reference: ReferenceClassifier, transform: InputTransform,

@@ -46,7 +46,7 @@ def versions() -> dict[str, str]:
 def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
                  estimates: list[PatternEstimate], verified: Sequence[VerifiedFractions],
                  result: detection.DetectionResult, refusals: list[str], timing: dict[str, float],
-                 at_patterns: converters.Parity | None = None, notes: Sequence[str] = (),
+                 at_patterns: converters.Parity, notes: Sequence[str] = (),
                  started_at: str | None = None) -> ScanReport:
     """The report of one scan, started at ``started_at`` (``audit.utc_now()``; None: now) for the audit trail.
     ``estimates`` and ``verified`` are per job, in job order;
@@ -87,10 +87,10 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
                            prepared.transform.layout, prepared.passes),
         parity=ParitySummary(parity.max_abs_difference, parity.tolerance, parity.argmax_agreement,
                              parity.images,
-                             off_grid_max_abs_difference=_difference(prepared.off_grid),
-                             off_grid_images=prepared.off_grid.images if prepared.off_grid else 0,
-                             at_patterns_max_abs_difference=_difference(at_patterns),
-                             at_patterns_images=at_patterns.images if at_patterns else 0),
+                             off_grid_max_abs_difference=prepared.off_grid.max_abs_difference,
+                             off_grid_images=prepared.off_grid.images,
+                             at_patterns_max_abs_difference=at_patterns.max_abs_difference,
+                             at_patterns_images=at_patterns.images),
         data=DataSummary(clean.source, int(prepared.pixels.shape[0]), selection.per_class,
                          selection.correct_available,
                          tuple(clean.names[i] for i in selection.indices)),
@@ -100,10 +100,6 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
         + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes),
         cuda_graphs=_graphs_status(prepared.device, config, refusals),
         audit=audit_trail(started_at, prepared.device, clean))
-
-
-def _difference(parity: converters.Parity | None) -> float | None:
-    return None if parity is None else parity.max_abs_difference
 
 
 def _best_per_target(estimates: list[PatternEstimate], num_classes: int) -> list[int]:
