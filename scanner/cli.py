@@ -12,9 +12,11 @@ from pathlib import Path
 import click
 
 from . import __version__, methods
+from .allocator import reuse_freed_memory
 from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, DataError, LredError, ModelError
 from .failure import atomic_write, fail
+from .outputs import FORMATS, INSPECT_FORMATS, inspect_stdout, resolve_outputs, scan_stdout, write_scan_reports
 from .reporters import printable
 
 DEFAULTS = ScanConfig()
@@ -64,26 +66,6 @@ def _readable(model: Path, data: Path) -> None:
         raise ModelError(f"model file not found: {model}")
     if not data.exists():
         raise DataError(f"clean data not found: {data} (a folder of class sub-folders, or an .npz)")
-
-
-def _reuse_freed_memory() -> None:
-    """Have glibc serve large blocks from the heap and keep freed memory for reuse.
-
-    By default glibc maps every block above its mmap threshold (at most 32 MB) afresh and unmaps
-    it on free, so each forward/backward pass of a scan faults its activation buffers in again:
-    measured on the sample CNN (one thread), 6.1 s of system time in a 33 s scan, 0.4 s with
-    mmap turned off (docs/benchmarks.md, "Freed memory"). The process keeps its peak heap
-    until it exits, which a one-scan command does soon. Other C libraries: nothing happens.
-    """
-    import ctypes
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4                 # glibc's malloc.h
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mallopt(M_MMAP_MAX, 0)
-    mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,8 +130,13 @@ def main() -> None:
               help="Images per forward/backward chunk; lower it to bound memory.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="Stop the scan (exit 2) when it runs longer than this; onnxruntime runs are cut off too.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the machine-readable report here (also written, with verdict 'error', on failure).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="Write the machine-readable report here (also written, with verdict 'error', on failure); "
+                   "'-': to stdout, instead of the text.")
+@click.option("--sarif", "sarif_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="Write a SARIF 2.1.0 log here (a 'note' result on failure); '-': to stdout.")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
+              help="What stdout carries: text (the summary; default), json (the --json report) or sarif.")
 @click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
@@ -159,12 +146,11 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
          weight_update_length: float, images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
-         timeout: float | None, json_path: Path | None, save_patterns: Path | None, quiet: bool,
-         debug: bool) -> None:
+         timeout: float | None, json_path: Path | None, sarif_path: Path | None, output_format: str | None,
+         save_patterns: Path | None, quiet: bool, debug: bool) -> None:
     """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
-    _reuse_freed_memory()
-    from .reporters import render_json, render_text
-
+    reuse_freed_memory()     # before torch loads: its buffers are served from the heap too
+    outputs = resolve_outputs(output_format, json_path, sarif_path, model=str(model))
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
     if adaptive_step is not None and (fixed_step or exact or relative_step is not None):
         raise click.UsageError("--adaptive-step cannot be combined with --fixed-step, --exact or --relative-step")
@@ -183,12 +169,11 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
         outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
         if save_patterns is not None:
             _save_patterns(save_patterns, outcome.patterns)
-        if json_path is not None:
-            atomic_write(json_path, render_json(outcome.report).encode())
+        write_scan_reports(outcome.report, outputs)
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
-        fail(exc, json_path, debug)
+        fail(exc, outputs, debug)
         return
-    click.echo(render_text(outcome.report), nl=False)
+    click.echo(scan_stdout(outcome.report, outputs), nl=False)
     sys.exit(EXIT_BACKDOOR if outcome.report.backdoor_found else EXIT_CLEAN)
 
 
@@ -198,24 +183,27 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
               help="Clean images for the parity check (default: random inputs in [0, 1]).")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True)
 @click.option("--output", "output_name", default=None, help="Name of the class-score output.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the inspection as JSON here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="Write the inspection as JSON here ('-': to stdout, instead of the text).")
+@click.option("--format", "output_format", type=click.Choice(INSPECT_FORMATS), default=None,
+              help="What stdout carries: text (default) or json (the --json inspection).")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 def inspect(model: Path, data: Path | None, layout: str, output_name: str | None, json_path: Path | None,
-            debug: bool) -> None:
+            output_format: str | None, debug: bool) -> None:
     """Describe MODEL and check that it converts faithfully (exit 0), or say why not (exit 2)."""
     from .inspection import inspect_model
-    from .reporters import render_inspection_json, render_inspection_text
+    from .reporters import render_inspection_json
 
+    outputs = resolve_outputs(output_format, json_path, model=str(model))
     try:
         report = inspect_model(str(model), str(data) if data else None,
                                ScanConfig(layout=layout, output_name=output_name))
-        if json_path is not None:
-            atomic_write(json_path, render_inspection_json(report).encode())
+        if outputs.json_path is not None:
+            atomic_write(outputs.json_path, render_inspection_json(report).encode())
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
-        fail(exc, json_path, debug)
+        fail(exc, outputs, debug)
         return
-    click.echo(render_inspection_text(report), nl=False)
+    click.echo(inspect_stdout(report, outputs), nl=False)
     sys.exit(EXIT_CLEAN if report.ok else EXIT_ERROR)
 
 

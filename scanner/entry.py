@@ -2,10 +2,11 @@
 
 * SIGINT and SIGTERM raise InterruptedScanError from the first instruction on (``interrupts.py``),
   so they end in the same one-line error, error report and exit status 2 as any other failure.
-* A report already at the ``--json`` path is replaced at once by an "error: did not finish" report,
-  so a run that dies in any way (killed, out of memory, usage error) never leaves an older report
-  that reads as this model's result; a finished run replaces it with its own.
-* click's usage errors (``--alpha abc``) end in exit 2 and that error report too.
+* A report already at the ``--json`` (or ``--sarif``) path is replaced at once by an "error: did
+  not finish" report, so a run that dies in any way (killed, out of memory, usage error) never
+  leaves an older report that reads as this model's result; a finished run replaces it with its own.
+* click's usage errors (``--alpha abc``) end in exit 2 and that error report too (on stdout as
+  well when ``--json -`` or ``--format json|sarif`` asks for a report there).
 """
 from __future__ import annotations
 
@@ -14,38 +15,37 @@ import sys
 import click
 
 from .errors import InterruptedScanError, LredError
-from .failure import fail, write_error_report
+from .failure import fail, write_error_report, write_failure_sarif
 from .interrupts import raise_on_signals
+from .outputs import option_value, outputs_from_args
+from .report import FailedScan
 
 UNFINISHED = "the run did not finish (this report is written when it starts and replaced when it ends)"
 
 
 def json_report_path(args: list[str]) -> str | None:
     """The value of ``--json`` among the raw arguments (``--json P`` or ``--json=P``), if any."""
-    for i, arg in enumerate(args):
-        if arg == "--json" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--json="):
-            return arg[len("--json="):]
-    return None
+    return option_value(args, "--json")
 
 
 def main(argv: list[str] | None = None) -> None:
     raise_on_signals()
     args = list(sys.argv[1:] if argv is None else argv)
-    report = json_report_path(args)
+    outputs = outputs_from_args(args)
     try:
-        if report is not None and report != "-":
-            write_error_report(report, UNFINISHED, "Unfinished")
+        if outputs.json_path is not None:
+            write_error_report(outputs.json_path, UNFINISHED, "Unfinished")
+        if outputs.sarif_path is not None:
+            write_failure_sarif(outputs.sarif_path, FailedScan(None, UNFINISHED, "Unfinished"))
         from .cli import main as group
         group.main(args=args, prog_name="lred", standalone_mode=False)
     except click.ClickException as exc:             # usage errors: click's own message, then ours
         exc.show()
-        fail(LredError(f"usage error: {exc.format_message()}"), report, debug=False)
+        fail(LredError(f"usage error: {exc.format_message()}"), outputs, debug=False)
     except click.exceptions.Abort:
-        fail(InterruptedScanError("aborted"), report, debug=False)
+        fail(InterruptedScanError("aborted"), outputs, debug=False)
     except (LredError, OSError) as exc:              # before the command ran (signals, the first report)
-        fail(exc, report, debug="--debug" in args)
+        fail(exc, outputs, debug="--debug" in args)
     sys.exit(0)
 
 

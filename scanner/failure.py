@@ -9,28 +9,19 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
 import click
 
 from .errors import EXIT_ERROR, InconclusiveError, LredError
+from .files import atomic_write
+from .outputs import Outputs
+from .report import FailedScan
 from .reporters import printable, render_error_json
+from .sarif import render_scan_sarif
 
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that the file is either complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+__all__ = ["atomic_write", "error_message", "fail", "write_error_report", "write_failure_sarif"]
 
 
 def write_error_report(path: str | Path, message: str, error_type: str) -> None:
@@ -38,29 +29,48 @@ def write_error_report(path: str | Path, message: str, error_type: str) -> None:
     atomic_write(Path(path), render_error_json(message, error_type, EXIT_ERROR).encode())
 
 
-def fail(exc: BaseException, json_path: str | Path | None, debug: bool) -> None:
-    """The end of every failed run: one line on stderr, an error report at ``json_path`` (or no
-    report at all, when it cannot be written: never an older one), exit status 2."""
+def write_failure_sarif(path: str | Path, failure: FailedScan) -> None:
+    """Write the SARIF log of a run that produced no verdict (atomically)."""
+    atomic_write(Path(path), render_scan_sarif(failure).encode())
+
+
+def error_message(exc: BaseException) -> str:
+    """The one line that says why a run failed."""
     if isinstance(exc, LredError):
-        message = str(exc)
-    elif isinstance(exc, KeyboardInterrupt):
-        message = "interrupted"
-    elif isinstance(exc, OSError):
-        message = f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc)
-    else:
-        message = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc)
+    return f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
+
+
+def fail(exc: BaseException, outputs: Outputs | str | Path | None, debug: bool) -> None:
+    """The end of every failed run: one line on stderr, exit status 2, and the error's reports
+    where ``outputs`` asks for them (a path: the JSON report's, ``-`` for stdout): the error JSON
+    report and the SARIF log with a "no verdict" result in the report files (or no file at all,
+    when one cannot be written: never an older one), and on stdout when its format is json or sarif."""
+    if not isinstance(outputs, Outputs):
+        outputs = Outputs(stdout="json" if outputs is not None and str(outputs) == "-" else "text",
+                          json_path=None if outputs is None or str(outputs) == "-" else Path(outputs))
+    message = error_message(exc)
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     click.echo(f"lred: error: {printable(message)}", err=True)
     click.echo("lred: no verdict: the estimates are inconclusive; this is not a clean verdict"
                if isinstance(exc, InconclusiveError) else
                "lred: the model was NOT scanned; this is not a clean verdict", err=True)
-    if json_path is not None and str(json_path) != "-":
-        try:
-            write_error_report(json_path, message, type(exc).__name__)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(json_path)
+    failure = FailedScan(outputs.model, message, type(exc).__name__)
+    for path, write in ((outputs.json_path, lambda p: write_error_report(p, message, failure.error_type)),
+                        (outputs.sarif_path, lambda p: write_failure_sarif(p, failure))):
+        if path is not None:
+            try:
+                write(path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+    if outputs.stdout == "json":
+        click.echo(render_error_json(message, failure.error_type, EXIT_ERROR), nl=False)
+    elif outputs.stdout == "sarif":
+        click.echo(render_scan_sarif(failure), nl=False)
     sys.exit(EXIT_ERROR)
-
-

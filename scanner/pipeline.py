@@ -11,6 +11,7 @@ import torch
 
 from . import lred
 from .algorithm1 import estimate_patterns_exact
+from .allocator import reuse_freed_memory
 from .audit import utc_now
 from .config import ScanConfig
 from .deadline import Deadline
@@ -35,7 +36,10 @@ class ScanOutcome:
 
 def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
          config: ScanConfig | None = None, on_progress: ProgressCallback | None = None) -> ScanOutcome:
-    """Scan one ONNX classifier for an imperceptible backdoor with L-RED (``config``: the defaults if None)."""
+    """Scan one ONNX classifier for an imperceptible backdoor with L-RED (``config``: the defaults if None).
+
+    The first scan of a process sets glibc's allocator to keep freed memory (``allocator.py``)."""
+    reuse_freed_memory()
     if config is None:
         config = ScanConfig()
     try:

@@ -127,6 +127,22 @@ class ScanReport:
 
 
 @dataclass(frozen=True)
+class FailedScan:
+    """A model that got no verdict (exit status 2): not scanned, or its estimates inconclusive.
+    With ScanReport, what the per-model renderers take (``sarif.render_sarif``)."""
+
+    model: str | None                      # the model file as given; None when unknown (a usage error)
+    error: str                             # the one-line message
+    error_type: str                        # the exception's class name
+    sha256: str | None = None              # the model file's, when known
+
+    @property
+    def inconclusive(self) -> bool:
+        """Scanned, but the estimates cannot carry a verdict (``errors.InconclusiveError``)."""
+        return self.error_type == "InconclusiveError"
+
+
+@dataclass(frozen=True)
 class Inspection:
     """``lred inspect``: the model's interface and operators, and whether it converts faithfully."""
 

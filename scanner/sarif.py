@@ -1,0 +1,171 @@
+"""SARIF 2.1.0 (OASIS): what lred finds, for CI systems and code-scanning dashboards.
+
+One log, one run of the tool ``lred``, one result per model, in the order given:
+
+==========================  =================  ==========================================
+per-model outcome           rule               result
+==========================  =================  ==========================================
+backdoor detected           LRED001 backdoor   level "error"; target and source classes
+no backdoor detected        LRED001 backdoor   kind "pass", level "none" (the check passed)
+not scanned / inconclusive  LRED002 no-verdict level "note"; the one-line reason
+==========================  =================  ==========================================
+
+A clean model is a result too (kind "pass"), so that the log lists every model the run covered;
+consumers that show only failures leave it out. Each result points at its model file
+(``locations[0].physicalLocation.artifactLocation``: the path as a relative URI reference, or a
+``file:`` URI when absolute) and at its entry in ``run.artifacts``, which carries the model's
+sha256 (``hashes["sha-256"]``) when it is known; ``result.properties`` repeat the verdict, the
+classes, the p-values and the sha256 for programs.
+
+``render_sarif(items)`` takes any number of per-model outcomes (a batch); ``render_scan_sarif`` is
+the one-scan adapter the ``scan`` command uses.
+"""
+from __future__ import annotations
+
+import json
+import math
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePath
+from typing import Any
+
+from . import __version__
+from .report import FailedScan, ScanReport
+from .reporters import _format_p
+
+SARIF_VERSION = "2.1.0"
+SARIF_SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+# The method's description (the project has no web page of its own yet): the L-RED paper.
+INFORMATION_URI = "https://arxiv.org/abs/2010.09987"
+RULE_BACKDOOR = "LRED001"
+RULE_NO_VERDICT = "LRED002"
+
+ModelOutcome = ScanReport | FailedScan
+
+RULES: tuple[dict[str, Any], ...] = (
+    {"id": RULE_BACKDOOR, "name": "ImperceptibleBackdoor",
+     "shortDescription": {"text": "The classifier carries an imperceptible additive backdoor."},
+     "fullDescription": {"text": "L-RED estimated, for every putative target class, the smallest additive "
+                                 "pattern that sends clean images of the other classes to it; one class needs "
+                                 "an abnormally small one (order-statistic p-value below alpha), as a planted "
+                                 "backdoor's target does."},
+     "help": {"text": "Do not deploy the model. Its report names the target and source classes and the "
+                      "estimated pattern; retrain from trusted data, or ask the vendor how the model was trained."},
+     "helpUri": INFORMATION_URI,
+     "defaultConfiguration": {"level": "error"},
+     "properties": {"tags": ["security", "backdoor", "machine-learning"]}},
+    {"id": RULE_NO_VERDICT, "name": "NoVerdict",
+     "shortDescription": {"text": "The model could not be scanned, or the scan was inconclusive."},
+     "fullDescription": {"text": "No verdict: the model or the clean data could not be used, the conversion "
+                                 "was not faithful, the scan ran out of time or memory, or the estimates "
+                                 "cannot carry a verdict. This is not a clean verdict."},
+     "help": {"text": "Read the reason in the message, fix the model file, the clean data or the options, "
+                      "and scan again (lred inspect MODEL shows whether the model converts faithfully)."},
+     "helpUri": INFORMATION_URI,
+     "defaultConfiguration": {"level": "note"},
+     "properties": {"tags": ["security", "backdoor", "machine-learning"]}},
+)
+
+
+def render_sarif(items: Iterable[ModelOutcome]) -> str:
+    """The SARIF 2.1.0 log of ``items`` (ScanReport or FailedScan, one result each), as JSON text."""
+    return json.dumps(sarif_log(items), indent=2, allow_nan=False) + "\n"
+
+
+def render_scan_sarif(item: ModelOutcome) -> str:
+    """The SARIF log of one scan: its report, or why it has none."""
+    return render_sarif([item])
+
+
+def sarif_log(items: Iterable[ModelOutcome]) -> dict[str, Any]:
+    """The SARIF log as a JSON-ready dict (see the module docstring for the mapping)."""
+    artifacts: list[dict[str, Any]] = []
+    index_of: dict[tuple[str, str | None], int] = {}
+    results = []
+    for item in items:
+        path, sha256 = _model_of(item)
+        index = None
+        if path is not None:
+            key = (path, sha256)
+            if key not in index_of:
+                index_of[key] = len(artifacts)
+                artifacts.append(_artifact(path, sha256))
+            index = index_of[key]
+        results.append(_result(item, path, index))
+    run: dict[str, Any] = {
+        "tool": {"driver": {"name": "lred", "version": __version__, "semanticVersion": __version__,
+                            "informationUri": INFORMATION_URI, "rules": [dict(rule) for rule in RULES]}},
+        "artifacts": artifacts,
+        "results": results,
+    }
+    return {"$schema": SARIF_SCHEMA_URI, "version": SARIF_VERSION, "runs": [run]}
+
+
+def artifact_uri(path: str) -> str:
+    """``path`` as a SARIF artifact URI: a ``file:`` URI when absolute, else a relative URI reference."""
+    if Path(path).is_absolute():
+        return Path(path).as_uri()
+    return urllib.parse.quote(PurePath(path).as_posix())
+
+
+def _model_of(item: ModelOutcome) -> tuple[str | None, str | None]:
+    if isinstance(item, ScanReport):
+        return item.model.path, item.model.sha256
+    return item.model, item.sha256
+
+
+def _artifact(path: str, sha256: str | None) -> dict[str, Any]:
+    artifact: dict[str, Any] = {"location": {"uri": artifact_uri(path)}, "roles": ["analysisTarget"]}
+    if sha256:
+        artifact["hashes"] = {"sha-256": sha256}
+    return artifact
+
+
+def _result(item: ModelOutcome, path: str | None, index: int | None) -> dict[str, Any]:
+    if isinstance(item, ScanReport):
+        result = _report_result(item)
+    else:
+        result = _failure_result(item)
+    if path is not None and index is not None:
+        result["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": artifact_uri(path),
+                                                                          "index": index}}}]
+    return result
+
+
+def _report_result(report: ScanReport) -> dict[str, Any]:
+    evidence = (f"p-value {_format_p(report.log10_p_value)} ({report.p_value_basis}; alpha {report.alpha:g})")
+    if report.backdoor_found:
+        sources = _classes(report.source_classes) or "none identified"
+        text = (f"Backdoor detected in {report.model.path}: target class {report.target_class}, "
+                f"source class(es) {sources}; {evidence}.")
+        result: dict[str, Any] = {"ruleId": RULE_BACKDOOR, "ruleIndex": 0, "level": "error"}
+    else:
+        text = (f"No backdoor detected in {report.model.path}: {evidence}; "
+                f"most suspicious class {report.most_suspicious_class}.")
+        result = {"ruleId": RULE_BACKDOOR, "ruleIndex": 0, "kind": "pass", "level": "none"}
+    result["message"] = {"text": text}
+    result["properties"] = {
+        "verdict": report.verdict, "method": report.method, "target_class": report.target_class,
+        "source_classes": list(report.source_classes), "most_suspicious_class": report.most_suspicious_class,
+        "p_value": _finite(report.p_value), "log10_p_value": _finite(report.log10_p_value),
+        "p_value_basis": report.p_value_basis, "alpha": report.alpha, "model_sha256": report.model.sha256,
+        "data_sha256": report.audit.data_sha256 if report.audit is not None else None,
+    }
+    return result
+
+
+def _failure_result(failure: FailedScan) -> dict[str, Any]:
+    what = "the estimates are inconclusive" if failure.inconclusive else "the model was NOT scanned"
+    where = f" for {failure.model}" if failure.model is not None else ""
+    text = f"No verdict{where}: {what} ({failure.error}). This is not a clean verdict."
+    return {"ruleId": RULE_NO_VERDICT, "ruleIndex": 1, "level": "note", "message": {"text": text},
+            "properties": {"verdict": "error", "error": failure.error, "error_type": failure.error_type,
+                           "model_sha256": failure.sha256}}
+
+
+def _classes(classes: Sequence[int]) -> str:
+    return ", ".join(str(c) for c in classes)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
