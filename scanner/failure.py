@@ -19,7 +19,6 @@ from .files import atomic_write
 from .outputs import Outputs
 from .report import FailedScan
 from .reporters import printable, render_error_json
-from .sarif import render_scan_sarif
 
 __all__ = ["atomic_write", "error_message", "fail", "write_error_report", "write_failure_sarif"]
 
@@ -31,6 +30,7 @@ def write_error_report(path: str | Path, message: str, error_type: str) -> None:
 
 def write_failure_sarif(path: str | Path, failure: FailedScan) -> None:
     """Write the SARIF log of a run that produced no verdict (atomically)."""
+    from .sarif import render_scan_sarif  # not at import: the command must answer a signal at once
     atomic_write(Path(path), render_scan_sarif(failure).encode())
 
 
@@ -72,5 +72,6 @@ def fail(exc: BaseException, outputs: Outputs | str | Path | None, debug: bool) 
     if outputs.stdout == "json":
         click.echo(render_error_json(message, failure.error_type, EXIT_ERROR), nl=False)
     elif outputs.stdout == "sarif":
+        from .sarif import render_scan_sarif
         click.echo(render_scan_sarif(failure), nl=False)
     sys.exit(EXIT_ERROR)

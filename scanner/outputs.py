@@ -15,7 +15,6 @@ import click
 from .files import atomic_write
 from .report import Inspection, ScanReport
 from .reporters import render_inspection_json, render_inspection_text, render_json, render_text
-from .sarif import render_scan_sarif
 
 STDOUT = "-"
 FORMATS = ("text", "json", "sarif")               # lred scan --format
@@ -71,6 +70,7 @@ def _file(value: str | Path | None) -> Path | None:
 
 def write_scan_reports(report: ScanReport, outputs: Outputs) -> None:
     """Write the report files ``outputs`` names (atomically)."""
+    from .sarif import render_scan_sarif  # (not at import: ``entry`` imports this module first thing)
     if outputs.json_path is not None:
         atomic_write(outputs.json_path, render_json(report).encode())
     if outputs.sarif_path is not None:
@@ -79,6 +79,7 @@ def write_scan_reports(report: ScanReport, outputs: Outputs) -> None:
 
 def scan_stdout(report: ScanReport, outputs: Outputs) -> str:
     """What ``lred scan`` prints on stdout: the report in the format ``outputs`` asks for."""
+    from .sarif import render_scan_sarif
     return {"text": render_text, "json": render_json, "sarif": render_scan_sarif}[outputs.stdout](report)
 
 
