@@ -16,7 +16,7 @@ import click
 
 from .errors import EXIT_ERROR, InconclusiveError, LredError
 from .files import atomic_write
-from .outputs import Outputs
+from .outputs import STDOUT, Outputs, report_file
 from .report import FailedScan
 from .reporters import printable, render_error_json
 
@@ -50,9 +50,8 @@ def fail(exc: BaseException, outputs: Outputs | str | Path | None, debug: bool) 
     where ``outputs`` asks for them (a path: the JSON report's, ``-`` for stdout): the error JSON
     report and the SARIF log with a "no verdict" result in the report files (or no file at all,
     when one cannot be written: never an older one), and on stdout when its format is json or sarif."""
-    if not isinstance(outputs, Outputs):
-        outputs = Outputs(stdout="json" if outputs is not None and str(outputs) == "-" else "text",
-                          json_path=None if outputs is None or str(outputs) == "-" else Path(outputs))
+    if not isinstance(outputs, Outputs):                    # a --json path (or None)
+        outputs = Outputs(stdout="json" if str(outputs) == STDOUT else "text", json_path=report_file(outputs))
     message = error_message(exc)
     if debug:
         traceback.print_exception(exc, file=sys.stderr)

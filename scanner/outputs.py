@@ -40,8 +40,8 @@ def resolve_outputs(output_format: str | None, json_path: Path | None, sarif_pat
               if fmt is not None}
     if len(set(claims.values())) > 1:
         raise click.UsageError(f"stdout carries one report: {' and '.join(claims)} both ask for it")
-    return Outputs(stdout=next(iter(claims.values()), "text"), json_path=_file(json_path),
-                   sarif_path=_file(sarif_path), model=model)
+    return Outputs(stdout=next(iter(claims.values()), "text"), json_path=report_file(json_path),
+                   sarif_path=report_file(sarif_path), model=model)
 
 
 def outputs_from_args(args: list[str]) -> Outputs:
@@ -51,7 +51,7 @@ def outputs_from_args(args: list[str]) -> Outputs:
     json_value, sarif_value, format_value = (option_value(args, name) for name in ("--json", "--sarif", "--format"))
     stdout = ("json" if json_value == STDOUT else "sarif" if sarif_value == STDOUT
               else format_value if format_value in FORMATS else "text")
-    return Outputs(stdout=stdout, json_path=_file(json_value), sarif_path=_file(sarif_value))
+    return Outputs(stdout=stdout, json_path=report_file(json_value), sarif_path=report_file(sarif_value))
 
 
 def option_value(args: list[str], name: str) -> str | None:
@@ -64,7 +64,8 @@ def option_value(args: list[str], name: str) -> str | None:
     return None
 
 
-def _file(value: str | Path | None) -> Path | None:
+def report_file(value: str | Path | None) -> Path | None:
+    """A report option's file: None when the option is absent or ``-`` (stdout)."""
     return None if value is None or str(value) == STDOUT else Path(value)
 
 
