@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from tests.conftest import FAST_OPTIONS, SAMPLES
 
 FASHION_MNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot"]
-HOSTILE_NAME = "<script>alert(1)</script>"     # class 9's name in the shared scan: must reach the page escaped
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,15 @@ class HtmlScan:
 @pytest.fixture(scope="session")
 def backdoored_html_scan(tmp_path_factory: pytest.TempPathFactory) -> HtmlScan:
     """``lred scan`` of sample_models/fmnist_cnn_backdoored.onnx at FAST_OPTIONS with --html, --json and
-    class names (the Fashion-MNIST names, class 9 renamed to HOSTILE_NAME)."""
+    the Fashion-MNIST class names (sample_models/README.md)."""
     if not (SAMPLES / "fmnist_cnn_backdoored.onnx").is_file():
         pytest.skip("sample models are not built (python sample_models/build_samples.py)")
     directory = tmp_path_factory.mktemp("html_scan")
     names = directory / "classes.txt"
-    names.write_text("\n".join(FASHION_MNIST[:9] + [HOSTILE_NAME]) + "\n", encoding="utf-8")
+    names.write_text("\n".join(FASHION_MNIST) + "\n", encoding="utf-8")
     html_path, json_path = directory / "report.html", directory / "report.json"
-    result = CliRunner().invoke(main, ["scan", str(SAMPLES / "fmnist_cnn_backdoored.onnx"), "--data",
-                                       str(SAMPLES / "clean_images"), *FAST_OPTIONS, "--class-names", str(names),
+    model, data = (os.path.relpath(SAMPLES / name) for name in ("fmnist_cnn_backdoored.onnx", "clean_images"))
+    result = CliRunner().invoke(main, ["scan", model, "--data", data, *FAST_OPTIONS, "--class-names", str(names),
                                        "--html", str(html_path), "--json", str(json_path)])
     assert html_path.is_file(), result.output
     return HtmlScan(result, html_path, html_path.read_text(encoding="utf-8"), json.loads(json_path.read_text()))

@@ -20,7 +20,7 @@ from scanner.detection import calibrate_log_p_value, order_statistic_log_p_value
 from scanner.errors import ConfigError
 from scanner.pipeline import scan
 from tests.conftest import FAST_OPTIONS
-from tests.html_fixtures import FASHION_MNIST, HOSTILE_NAME
+from tests.html_fixtures import FASHION_MNIST
 from tests.schemas import validate_scan_report
 
 
@@ -43,7 +43,7 @@ def test_backdoored_sample_report_names_the_verdict_target_sources_and_both_p_va
 def test_class_names_reach_the_json_report_and_the_text_summary(backdoored_html_scan):
     report = validate_scan_report(backdoored_html_scan.report)
     assert report["schema_version"] == 5
-    assert report["class_names"] == FASHION_MNIST[:9] + [HOSTILE_NAME]
+    assert report["class_names"] == FASHION_MNIST
     first = backdoored_html_scan.result.output.splitlines()[0]
     assert first.startswith("BACKDOOR DETECTED  target class 2 (Pullover), source class(es) 0 (T-shirt/top)")
 
@@ -61,10 +61,18 @@ def test_report_is_self_contained_with_every_image_an_embedded_png(backdoored_ht
     assert not re.search(r"https?:|<script|<link|@import|url\(|<iframe|<object", html, re.IGNORECASE)
 
 
-@pytest.mark.slow
-def test_a_hostile_class_name_is_escaped_not_interpreted(backdoored_html_scan):
-    assert HOSTILE_NAME not in backdoored_html_scan.html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in backdoored_html_scan.html
+def test_a_hostile_class_name_is_escaped_not_interpreted(backdoored_case, tmp_path):
+    model, data = backdoored_case
+    hostile = '<script>alert(1)</script>'
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps(["a", "b", hostile, "d", "e", "<img src=x onerror=alert(2)>"]))
+    result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), *FAST_OPTIONS,
+                                       "--class-names", str(names), "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 1, result.output
+    html = (tmp_path / "r.html").read_text()
+    assert hostile not in html and "<img src=x" not in html
+    assert '<strong id="target">2 (&lt;script&gt;alert(1)&lt;/script&gt;)</strong>' in html
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
 
 
 @pytest.mark.slow
