@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import markupsafe
 import numpy as np
 from scipy import special
 
@@ -38,7 +40,13 @@ def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(loader=jinja2.PackageLoader("scanner", "templates"), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["printable"] = printable
+    environment.filters["power"] = power
     return environment
+
+
+def power(text: str) -> markupsafe.Markup:
+    """``text`` escaped, with each power of ten written 10^x set as 10<sup>x</sup>."""
+    return markupsafe.Markup(re.sub(r"10\^(-?[0-9.]+)", r"10<sup>\1</sup>", str(markupsafe.escape(text))))
 
 
 def data_uri(png: bytes) -> str:

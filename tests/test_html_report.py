@@ -32,8 +32,10 @@ def test_backdoored_sample_report_names_the_verdict_target_sources_and_both_p_va
     assert "BACKDOOR DETECTED" in scan_.html
     assert '<strong id="target">2 (Pullover)</strong>' in scan_.html
     assert "0 (T-shirt/top)" in scan_.html
-    assert f"p-value {html_report.format_p(report['log10_p_value'])} (calibrated, decides)" in scan_.html
-    assert f"paper p-value {html_report.format_p(report['paper_log10_p_value'])}" in scan_.html
+    assert f"p-value {html_report.power(html_report.format_p(report['log10_p_value']))} (calibrated, decides)" \
+        in scan_.html
+    assert f"paper p-value {html_report.power(html_report.format_p(report['paper_log10_p_value']))}" in scan_.html
+    assert "paper p-value 10<sup>-" in scan_.html              # far below alpha: set as a power of ten
     assert "alpha 0.05" in scan_.html
     assert f"shape {report['null_gamma_shape']:.4g}, scale {report['null_gamma_scale']:.4g}" in scan_.html
     assert report["model"]["sha256"] in scan_.html and report["audit"]["data_sha256"] in scan_.html
@@ -173,6 +175,11 @@ def test_class_names_come_from_lines_a_json_list_or_a_comma_list(tmp_path):
 def _fast_config():
     from scanner.config import ScanConfig
     return ScanConfig(images_per_class=4, delta=0.01)
+
+
+def test_powers_of_ten_are_set_as_superscripts_after_escaping():
+    assert html_report.power("10^-4.3") == "10<sup>-4.3</sup>"
+    assert html_report.power("<b>10^2") == "&lt;b&gt;10<sup>2</sup>"
 
 
 def test_pattern_tiles_put_zero_at_the_middle_of_the_colour_range():
