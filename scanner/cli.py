@@ -2,6 +2,8 @@
 
 Exit status (like grep/diff): 0 no backdoor detected, 1 backdoor detected, 2 could not scan
 (bad model, bad data, unfaithful conversion, usage error, internal error): never 0 on failure.
+A scan that reached a verdict but could not write the ``--html`` report prints the verdict and
+exits 2: a report that was asked for is missing.
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import click
 
 from . import __version__, methods
 from .allocator import reuse_freed_memory
+from .class_names import parse_class_names
 from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, DataError, LredError, ModelError
 from .failure import atomic_write, fail
+from .html_output import discard_stale, save_html
 from .outputs import FORMATS, INSPECT_FORMATS, inspect_stdout, resolve_outputs, scan_stdout, write_scan_reports
 from .reporters import printable
 
@@ -137,6 +141,12 @@ def main() -> None:
               help="Write a SARIF 2.1.0 log here (a 'note' result on failure); '-': to stdout.")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
               help="What stdout carries: text (the summary; default), json (the --json report) or sarif.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a self-contained HTML report here (plots and patterns embedded; opens offline). "
+                   "If it cannot be written, the verdict is still printed and the exit status is 2.")
+@click.option("--class-names", default=None, metavar="FILE|a,b,c",
+              help="Class names for the reports: a file (one name per line, or a JSON list) or a comma list; "
+                   "exactly one per class.")
 @click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
@@ -147,6 +157,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
          timeout: float | None, json_path: Path | None, sarif_path: Path | None, output_format: str | None,
+         html_path: Path | None, class_names: str | None,
          save_patterns: Path | None, quiet: bool, debug: bool) -> None:
     """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
     reuse_freed_memory()     # before torch loads: its buffers are served from the heap too
@@ -164,16 +175,20 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
                             cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images,
                             timeout=timeout)
+        names = parse_class_names(class_names) if class_names is not None else ()
         _readable(model, data)
         from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
-        outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
+        outcome = run_scan(model, data, config, on_progress=_Progress(quiet), class_names=names)
         if save_patterns is not None:
             _save_patterns(save_patterns, outcome.patterns)
         write_scan_reports(outcome.report, outputs)
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
+        discard_stale(html_path)
         fail(exc, outputs, debug)
         return
     click.echo(scan_stdout(outcome.report, outputs), nl=False)
+    if html_path is not None and not save_html(html_path, outcome, debug):
+        sys.exit(EXIT_ERROR)     # the verdict above stands, but a report that was asked for is missing
     sys.exit(EXIT_BACKDOOR if outcome.report.backdoor_found else EXIT_CLEAN)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +14,12 @@ from . import lred
 from .algorithm1 import estimate_patterns_exact
 from .allocator import reuse_freed_memory
 from .audit import utc_now
+from .class_names import check_class_names
 from .config import ScanConfig
 from .deadline import Deadline
 from .errors import EstimationError, LredError, ResourceError, is_out_of_memory
 from .evidence import require_evidence
+from .examples import PatchedExample, patched_examples
 from .methods import method_named
 from .prepare import ProgressCallback, StepTimer, prepare
 from .report import ScanReport
@@ -28,22 +31,26 @@ __all__ = ["ProgressCallback", "ScanOutcome", "scan"]
 
 @dataclass(frozen=True, eq=False)
 class ScanOutcome:
-    """The report and the estimated patterns v_t, as (H, W, C) float32 arrays in pixel units."""
+    """The report and the estimated patterns v_t, as (H, W, C) float32 arrays in pixel units; ``examples``:
+    the most suspicious target's pattern on clean images of its top sources, labelled by onnxruntime."""
 
     report: ScanReport
     patterns: dict[int | tuple[int, int], np.ndarray]   # by target class; by (source, target) for pairs
+    examples: tuple[PatchedExample, ...] = ()
 
 
 def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
-         config: ScanConfig | None = None, on_progress: ProgressCallback | None = None) -> ScanOutcome:
+         config: ScanConfig | None = None, on_progress: ProgressCallback | None = None,
+         class_names: Sequence[str] = ()) -> ScanOutcome:
     """Scan one ONNX classifier for an imperceptible backdoor with L-RED (``config``: the defaults if None).
+    ``class_names``: one label per class for the reports (``scanner.class_names``), or none.
 
     The first scan of a process sets glibc's allocator to keep freed memory (``allocator.py``)."""
     reuse_freed_memory()
     if config is None:
         config = ScanConfig()
     try:
-        return _scan(model_path, data_path, config, on_progress)
+        return _scan(model_path, data_path, config, on_progress, tuple(class_names))
     except LredError:
         raise
     except Exception as exc:
@@ -57,13 +64,14 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
 
 
 def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig,
-          on_progress: ProgressCallback | None) -> ScanOutcome:
+          on_progress: ProgressCallback | None, class_names: tuple[str, ...]) -> ScanOutcome:
     say = on_progress or (lambda stage, message: None)
     started = time.perf_counter()
     started_at = utc_now()
     method = method_named(config.method)
     deadline = Deadline(config.timeout)
     prepared = prepare(model_path, data_path, config, on_progress, deadline=deadline)
+    check_class_names(class_names, prepared.num_classes)
     timing = dict(prepared.timing)
     lap = StepTimer(timing).lap
 
@@ -127,7 +135,7 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
     timing["total_seconds"] = round(time.perf_counter() - started, 4)
 
     report = build_report(prepared, config, method, estimates, verified, result, refusals, timing,
-                          at_patterns, notes, started_at)
+                          at_patterns, notes, started_at, class_names)
     patterns = {(e.target_class if not method.reports_pairs else (e.sources[0], e.target_class)):
                 prepared.transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
-    return ScanOutcome(report, patterns)
+    return ScanOutcome(report, patterns, patched_examples(prepared, estimates[result.inferred_target]))

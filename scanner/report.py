@@ -120,6 +120,7 @@ class ScanReport:
     warnings: tuple[str, ...]
     cuda_graphs: str = "n/a"               # on a GPU: "on", "off" (--no-cuda-graphs) or "refused: why"
     audit: AuditTrail | None = None        # always set by build_report
+    class_names: tuple[str, ...] = ()      # --class-names: one label per class, or none; never read by a decision
 
     @property
     def backdoor_found(self) -> bool:

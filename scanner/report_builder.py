@@ -47,11 +47,12 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
                  estimates: list[PatternEstimate], verified: Sequence[VerifiedFractions],
                  result: detection.DetectionResult, refusals: list[str], timing: dict[str, float],
                  at_patterns: converters.Parity, notes: Sequence[str] = (),
-                 started_at: str | None = None) -> ScanReport:
+                 started_at: str | None = None, class_names: tuple[str, ...] = ()) -> ScanReport:
     """The report of one scan, started at ``started_at`` (``audit.utc_now()``; None: now) for the audit trail.
     ``estimates`` and ``verified`` are per job, in job order;
     ``result`` is the test over their statistics; ``refusals`` why CUDA graphs were turned off;
-    ``at_patterns`` the comparison with onnxruntime at the final patterns; ``notes`` more warnings."""
+    ``at_patterns`` the comparison with onnxruntime at the final patterns; ``notes`` more warnings;
+    ``class_names`` labels for the reports only."""
     norms = np.array([e.pattern_norm for e in estimates])
     detected = result.detected
     suspect = estimates[result.inferred_target]
@@ -99,7 +100,7 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
         warnings=_warnings(estimates, verified, selection.per_class, config)
         + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes),
         cuda_graphs=_graphs_status(prepared.device, config, refusals),
-        audit=audit_trail(started_at, prepared.device, clean))
+        audit=audit_trail(started_at, prepared.device, clean), class_names=class_names)
 
 
 def _best_per_target(estimates: list[PatternEstimate], num_classes: int) -> list[int]:

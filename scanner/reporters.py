@@ -12,12 +12,13 @@ import json
 import math
 from typing import Any
 
+from .class_names import class_label
 from .report import Inspection, ScanReport
 
 # The version of each JSON report, checked by its JSON Schema (scanner/schemas/, ``schema(name)``).
 # Scan (and error) report: 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value;
-# 3: cuda_graphs; 4: audit (and the error report's schema_version follows it).
-JSON_SCHEMA_VERSION = 4
+# 3: cuda_graphs; 4: audit (and the error report's schema_version follows it); 5: class_names.
+JSON_SCHEMA_VERSION = 5
 INSPECT_SCHEMA_VERSION = 1   # 1: the first versioned inspect report (schema_version added)
 SCHEMAS = ("scan_report", "inspect_report", "error_report")
 
@@ -70,29 +71,32 @@ def _format_p(log10_p: float) -> str:
 def render_text(report: ScanReport) -> str:
     """A short summary for a person: verdict first, then the evidence."""
     lines = []
-    if report.backdoor_found:
-        sources = ", ".join(str(s) for s in report.source_classes) or "none identified"
-        lines.append(f"BACKDOOR DETECTED  target class {report.target_class}, source class(es) {sources}")
+    names = report.class_names
+    name = lambda c: printable(class_label(c, names))  # noqa: E731
+    if report.backdoor_found and report.target_class is not None:
+        sources = ", ".join(name(s) for s in report.source_classes) or "none identified"
+        lines.append(f"BACKDOOR DETECTED  target class {name(report.target_class)}, source class(es) {sources}")
     elif report.p_value_basis == "calibrated" and report.paper_log10_p_value < math.log10(report.alpha):
         lines.append(f"no backdoor detected  (borderline: the paper's p-value alone would flag class "
-                     f"{report.most_suspicious_class}; see the warning)")
+                     f"{name(report.most_suspicious_class)}; see the warning)")
     else:
         lines.append("no backdoor detected")
     other, other_log10 = (("paper", report.paper_log10_p_value) if report.p_value_basis == "calibrated"
                           else ("calibrated", report.calibrated_log10_p_value))
     lines.append(f"  p-value {_format_p(report.log10_p_value)} ({report.p_value_basis}; alpha {report.alpha:g}; "
-                 f"{other} {_format_p(other_log10)}); most suspicious class {report.most_suspicious_class}")
+                 f"{other} {_format_p(other_log10)}); most suspicious class {name(report.most_suspicious_class)}")
     lines.append(f"  model {printable(report.model.path)} (sha256 {report.model.sha256[:12]}..., "
                  f"{report.model.num_classes} classes, {report.model.score_kind})")
     lines.append(f"  {sum(report.data.images_per_class)} clean images "
                  f"({min(report.data.images_per_class)}-{max(report.data.images_per_class)} per class), "
                  f"device {report.device}{_graphs_note(report.cuda_graphs)}, "
                  f"{report.timing.get('total_seconds', 0.0):.1f} s")
-    lines.append("  class  ||v_t||    r_t      iters  Q_t torch  Q_t onnxruntime  status")
+    lines.append("  class  ||v_t||    r_t      iters  Q_t torch  Q_t onnxruntime  status" + ("  name" if names else ""))
     for c in report.classes:
         mark = "*" if c.target_class == report.most_suspicious_class else " "
+        label = f"  {printable(names[c.target_class])}" if c.target_class < len(names) else ""
         lines.append(f" {mark}{c.target_class:5d}  {c.pattern_norm:8.4f}  {c.statistic:7.3f}  {c.iterations:6d}"
-                     f"  {c.torch_fraction:9.3f}  {c.verified_fraction:15.3f}  {c.status}")
+                     f"  {c.torch_fraction:9.3f}  {c.verified_fraction:15.3f}  {c.status:9s}{label}".rstrip())
     for warning in report.warnings:
         lines.append(f"  warning: {printable(warning)}")
     return "\n".join(lines) + "\n"

@@ -36,3 +36,6 @@ def sample_models() -> Path:
     if not (SAMPLES / "fmnist_cnn_backdoored.onnx").is_file():
         pytest.skip("sample models are not built (python sample_models/build_samples.py)")
     return SAMPLES
+
+
+from tests.html_fixtures import backdoored_html_scan  # noqa: E402, F401  (one --html scan shared by the HTML tests)
