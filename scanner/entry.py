@@ -12,27 +12,35 @@ from __future__ import annotations
 
 import sys
 
-import click
-
-from .errors import InterruptedScanError, LredError
-from .failure import fail, write_error_report, write_failure_sarif
+# Only the signal handlers are imported before main() installs them: everything else (click, the
+# reporters) loads after, so a signal during start-up already ends in the one-line error.
+from .errors import InterruptedScanError
 from .interrupts import raise_on_signals
-from .outputs import option_value, outputs_from_args
-from .report import FailedScan
 
 UNFINISHED = "the run did not finish (this report is written when it starts and replaced when it ends)"
-
-
-def json_report_path(args: list[str]) -> str | None:
-    """The value of ``--json`` among the raw arguments (``--json P`` or ``--json=P``), if any."""
-    return option_value(args, "--json")
 
 
 def main(argv: list[str] | None = None) -> None:
     raise_on_signals()
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _run(args, None)
+    except InterruptedScanError as exc:      # the signal came during the light imports of _run
+        _run(args, exc)                      # the handlers now ignore signals: load again and report it
+
+
+def _run(args: list[str], interrupted: InterruptedScanError | None) -> None:
+    import click
+
+    from .errors import LredError
+    from .failure import fail, write_error_report, write_failure_sarif
+    from .outputs import outputs_from_args
+    from .report import FailedScan
+
     outputs = outputs_from_args(args)
     try:
+        if interrupted is not None:
+            raise interrupted
         if outputs.json_path is not None:
             write_error_report(outputs.json_path, UNFINISHED, "Unfinished")
         if outputs.sarif_path is not None:

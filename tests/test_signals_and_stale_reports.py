@@ -68,7 +68,11 @@ def test_sigint_during_start_up_gives_no_traceback(tmp_path):
     model, data = synthetic.write_case(tmp_path)
     report = stale_report(tmp_path)
     process = start(["scan", str(model), "--data", str(data), "--json", str(report)])
-    time.sleep(0.5)                                           # inside the imports of torch and onnx
+    deadline = time.monotonic() + 60
+    # the handlers are in place once the stale report is replaced by the "unfinished" one; the
+    # heavy imports (click, torch, onnx) come after that, so the signal lands among them
+    while time.monotonic() < deadline and json.loads(report.read_text() or "{}").get("verdict") != "error":
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     assert_error_run(process, report, "InterruptedScanError")
 
