@@ -38,17 +38,21 @@ def write_error_report(path: str | Path, message: str, error_type: str) -> None:
     atomic_write(Path(path), render_error_json(message, error_type, EXIT_ERROR).encode())
 
 
+def error_message(exc: BaseException) -> str:
+    """The one-line message of a run (or a batch's model) that ended in ``exc``."""
+    if isinstance(exc, LredError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc)
+    return f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
+
+
 def fail(exc: BaseException, json_path: str | Path | None, debug: bool) -> None:
     """The end of every failed run: one line on stderr, an error report at ``json_path`` (or no
     report at all, when it cannot be written: never an older one), exit status 2."""
-    if isinstance(exc, LredError):
-        message = str(exc)
-    elif isinstance(exc, KeyboardInterrupt):
-        message = "interrupted"
-    elif isinstance(exc, OSError):
-        message = f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc)
-    else:
-        message = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
+    message = error_message(exc)
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     click.echo(f"lred: error: {printable(message)}", err=True)
