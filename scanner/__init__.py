@@ -11,14 +11,15 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["scan", "ScanConfig", "ScanOutcome", "ScanReport", "LredError", "__version__"]
+__all__ = ["scan", "scan_many", "ScanConfig", "ScanOutcome", "ScanReport", "LredError", "__version__"]
 
 # The public names are imported on first use: `import scanner` (and so the `lred` command, which
 # must answer a signal or a usage error at once) does not pay for torch and onnxruntime up front.
-_LAZY = {"scan": "pipeline", "ScanOutcome": "pipeline", "ScanConfig": "config", "ScanReport": "report",
-         "LredError": "errors"}
+_LAZY = {"scan": "pipeline", "scan_many": "batch", "ScanOutcome": "pipeline", "ScanConfig": "config",
+         "ScanReport": "report", "LredError": "errors"}
 
 if TYPE_CHECKING:
+    from .batch import scan_many
     from .config import ScanConfig
     from .errors import LredError
     from .pipeline import ScanOutcome, scan
