@@ -115,6 +115,7 @@ def find_models(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tu
 def _walk(root: Path, add: Callable[[Path], None], problems: list[tuple[Path, str]]) -> None:
     """Every ``.onnx`` below ``root``, sorted; each folder entered once (links followed, loops cut)."""
     visited: set[tuple[int, int]] = set()
+    found: list[Path] = []
 
     def unreadable(exc: OSError) -> None:
         problems.append((Path(exc.filename or root), f"cannot read folder: {exc.strerror or exc}"))
@@ -130,10 +131,9 @@ def _walk(root: Path, add: Callable[[Path], None], problems: list[tuple[Path, st
             subfolders[:] = []
             continue
         visited.add((info.st_dev, info.st_ino))
-        subfolders.sort()
-        for name in sorted(files):
-            if name.lower().endswith(".onnx"):
-                add(Path(folder) / name)
+        found.extend(Path(folder) / name for name in files if name.lower().endswith(".onnx"))
+    for file in sorted(found, key=lambda f: f.as_posix()):
+        add(file)
 
 
 def plan(models: Sequence[Path], data: str | os.PathLike | None, config: ScanConfig,
