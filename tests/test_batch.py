@@ -209,3 +209,93 @@ def test_report_names_are_safe_and_distinct():
     for name in names:
         assert all(c.isascii() and (c.isalnum() or c in "._-") for c in name) and not name.startswith(".")
     assert report_stem("a/model.onnx") == report_stem("./a/model.onnx")       # one file, one name
+
+
+def test_sigint_during_a_batch_exits_2_and_the_rerun_scans_only_the_missing_model(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    models, data = write_vendor(tmp_path)
+    (models / "broken.onnx").unlink()
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "scanner", "scan", str(models), "--data", str(data), "--out", str(out),
+            "-n", "4", "--delta", "0.01"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:                    # plain lines: stderr is a pipe, not a terminal
+        if line.startswith("lred [2/2] ["):       # the first model is done, the second one's scan runs
+            process.send_signal(signal.SIGINT)
+            break
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2, stderr
+    assert "Traceback" not in stderr and "SIGINT" in stderr
+    summary = validate("batch_summary", json.loads((out / "summary.json").read_text()))
+    assert not summary["complete"] and [r["verdict"] for r in summary["models"]] == ["backdoor"]
+    second = out / f"{report_stem(models / 'b' / 'model.onnx')}.json"
+    assert json.loads(second.read_text())["error_type"] == "Unfinished"     # never an older report
+    rerun = subprocess.run(args + ["-q"], cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 1, rerun.stderr
+    summary = validate("batch_summary", json.loads((out / "summary.json").read_text()))
+    assert [r["outcome"] for r in summary["models"]] == ["reused", "scanned"] and summary["complete"]
+
+
+def test_find_models_sorts_follows_links_once_and_reports_unreadable_folders(tmp_path, monkeypatch):
+    import os
+
+    from scanner.batch import find_models
+    root = tmp_path / "vendor"
+    (root / "b").mkdir(parents=True)
+    (root / "a").mkdir()
+    for name in ("b/z.onnx", "b/y.ONNX", "a/x.onnx", "top.onnx"):
+        (root / name).write_bytes(b"")
+    (root / "a" / "loop").symlink_to(root)                    # a link back up: entered once
+    (root / "a" / "dangling.onnx").symlink_to(tmp_path / "absent.onnx")
+    (root / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    models, problems = find_models([root, root / "top.onnx"])   # top.onnx twice: once
+    assert [m.relative_to(root).as_posix() for m in models] == [
+        "a/dangling.onnx", "a/x.onnx", "b/y.ONNX", "b/z.onnx", "top.onnx"]
+    assert problems == [(root / "locked", "cannot read folder: Permission denied")]
+
+
+def test_progress_is_bars_on_a_terminal_lines_elsewhere_and_nothing_when_quiet():
+    import io
+
+    from scanner.batch import SilentProgress
+    from scanner.progress import BarProgress, LineProgress, batch_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    row = BatchRow(model="m\x1b[2J.onnx", name="m-0", report="m-0.json", html=None, outcome="scanned",
+                   verdict="backdoor", exit_status=1, target_class=2, source_classes=(0,), log10_p_value=-5.0,
+                   seconds=1.5)
+    assert isinstance(batch_progress(True, Terminal()), SilentProgress)
+    for stream, kind in ((Terminal(), BarProgress), (io.StringIO(), LineProgress)):
+        progress = batch_progress(False, stream)
+        assert isinstance(progress, kind)
+        progress.batch_started(1)
+        progress.model_started(1, 1, row.model)
+        progress.model_progress("estimate", "lred: 6 pattern estimations on 24 images (cpu)")
+        progress.model_progress("estimate", "iteration 10: 3/6 estimations done")
+        progress.model_finished(1, 1, row)
+        progress.batch_finished([row])
+        text = stream.getvalue()
+        assert "BACKDOOR (target 2, sources 0), p 10^-5.00, 1.5 s" in text and "\x1b[2J" not in text
+        if kind is BarProgress:
+            assert "models" in text and "1/1" in text and "est" in text     # tqdm's bars
+        else:
+            assert text.splitlines()[1] == "lred [1/1] m\\x1b[2J.onnx"
