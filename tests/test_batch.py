@@ -299,3 +299,26 @@ def test_progress_is_bars_on_a_terminal_lines_elsewhere_and_nothing_when_quiet()
             assert "models" in text and "1/1" in text and "est" in text     # tqdm's bars
         else:
             assert text.splitlines()[1] == "lred [1/1] m\\x1b[2J.onnx"
+
+
+def test_the_configuration_digest_counts_every_field_but_the_timeout():
+    from scanner.resume import config_digest
+    base = config_digest(FAST)
+    assert config_digest(ScanConfig(images_per_class=4, delta=0.01, timeout=60)) == base
+    for change in ({"alpha": 0.01}, {"seed": 1}, {"mean": (0.5,)}, {"input_scale": 255.0}, {"device": "cpu"},
+                   {"adaptive_step": 0.05}, {"layout": "nchw"}):
+        assert config_digest(ScanConfig(images_per_class=4, delta=0.01, **change)) != base, change
+
+
+def test_a_report_is_reused_only_for_the_same_model_data_and_configuration(batch):
+    from scanner.resume import reusable_report
+    _, out, _, _, summary = batch
+    row = next(r for r in summary["models"] if r["verdict"] == "backdoor")
+    path, same = out / row["report"], (row["model_sha256"], row["data_sha256"], row["config_digest"])
+    assert reusable_report(path, *same)["verdict"] == "backdoor"
+    for i in range(3):
+        changed = list(same)
+        changed[i] = "0" * 64
+        assert reusable_report(path, *changed) is None
+    broken = next(r for r in summary["models"] if r["verdict"] == "error")
+    assert reusable_report(out / broken["report"], *same) is None        # error reports are retried
