@@ -67,11 +67,10 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig | None 
         return Inspection(**base, converts=True, conversion_passes=converted.passes,
                           problem=f"cannot build inputs for the parity check: {exc}", **empty)
     runtime = ReferenceClassifier(model)
-    scores = None
     if labels is not None:                       # every clean image, for the accuracy
         scores = runtime.scores(transform.normalize(pixels))
         base.update(clean_accuracy=round(float((scores.argmax(axis=1) == labels).mean()), 6),
-                    clean_images=int(labels.size))
+                    clean_images=int(labels.size), clean_problem=_accuracy_problem(scores, labels))
     pixels = pixels[:PARITY_IMAGES]
     reference = runtime.scores(transform.normalize(pixels))
     classifier = DifferentiableClassifier(converted.module, transform, "logits", torch.device("cpu"))
@@ -90,8 +89,6 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig | None 
                    f"(tolerance {parity.tolerance:.3g}), argmax agreement {parity.argmax_agreement:.3f}")
     elif not gradient_ok:
         problem = "no usable input gradient (zero or not finite)"
-    elif scores is not None and labels is not None:
-        problem = _accuracy_problem(scores, labels)
     return Inspection(**base, converts=True, conversion_passes=converted.passes, problem=problem,
                       max_abs_difference=parity.max_abs_difference, tolerance=parity.tolerance,
                       argmax_agreement=parity.argmax_agreement, input_gradient_ok=gradient_ok)

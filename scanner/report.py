@@ -159,6 +159,7 @@ class Inspection:
     std: tuple[float, ...] | None = None
     clean_accuracy: float | None = None     # over every clean image loaded; None without --data
     clean_images: int | None = None
+    clean_problem: str | None = None        # what would stop a scan on these clean images (not a conversion problem)
 
     @property
     def ok(self) -> bool:

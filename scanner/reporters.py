@@ -18,7 +18,8 @@ from .report import Inspection, ScanReport
 # Scan (and error) report: 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value;
 # 3: cuda_graphs; 4: audit (and the error report's schema_version follows it); 5: config_digest.
 JSON_SCHEMA_VERSION = 5
-# Inspect report: 1: the first versioned one; 2: input_scale, mean, std, clean_accuracy, clean_images.
+# Inspect report: 1: the first versioned one; 2: input_scale, mean, std, clean_accuracy, clean_images,
+# clean_problem.
 INSPECT_SCHEMA_VERSION = 2
 SCHEMAS = ("scan_report", "inspect_report", "error_report", "batch_summary")   # batch_summary: scanner/summary.py
 
@@ -130,6 +131,8 @@ def render_inspection_text(report: Inspection) -> str:
                if report.clean_accuracy < 0.5 else "")
         lines.append(f"  clean        accuracy {report.clean_accuracy:.3f} on {report.clean_images} images "
                      f"(onnxruntime; {convention}){low}")
+        if report.clean_problem:
+            lines.append(f"  clean        a scan on these images would stop: {printable(report.clean_problem)}")
     else:
         lines.append(f"  convention   {convention}; pass --data to check it on clean images")
     lines.append("  verdict      " + ("converts faithfully: ready to scan" if report.ok

@@ -64,17 +64,19 @@ def test_clean_accuracy_is_reported_in_text_and_json(tmp_path):
     assert "clean        accuracy 1.000 on 24 images (onnxruntime; input_scale 1, mean none, std none" in result.output
     report = validate("inspect_report", json.loads((tmp_path / "i.json").read_text()))
     assert report["clean_accuracy"] == 1.0 and report["clean_images"] == 24 and report["schema_version"] == 2
+    assert report["clean_problem"] is None and "would stop" not in result.output
     assert (report["input_scale"], report["mean"], report["std"]) == (1.0, None, None)
 
 
-def test_a_wrong_input_convention_shows_at_inspect_with_exit_2(tmp_path):
+def test_a_wrong_input_convention_shows_at_inspect(tmp_path):
     model, data = synthetic.write_case(tmp_path, backdoor_target=None)
     result = _inspect(model, "--data", data, "--mean", "100", "--std", "1", "--json", tmp_path / "i.json")
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 0, result.output           # the conversion is faithful: that verdict stands
     report = validate("inspect_report", json.loads((tmp_path / "i.json").read_text()))
     assert report["clean_accuracy"] < 0.5 and report["mean"] == [100.0] and report["std"] == [1.0]
     assert "LOW: the input convention is probably wrong" in result.output
-    assert "NOT scannable: the model misclassifies every clean image of class(es)" in result.output
+    assert report["clean_problem"].startswith("the model misclassifies every clean image of class(es)")
+    assert "a scan on these images would stop: the model misclassifies" in result.output
 
 
 def test_without_data_inspect_names_the_convention_and_reports_no_accuracy(tmp_path):
