@@ -139,7 +139,7 @@ def main() -> None:
                    "data and configuration are reused. Needed for several models or a folder.")
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML file setting per model (path or glob) layout, mean, std, input_scale, output, "
-                   "class_names and data; options given on the command line win (README 'Many models').")
+                   "class_names and data; options given on the command line win (docs/batch.md).")
 @click.option("--method", type=click.Choice(methods.METHOD_NAMES), default=DEFAULTS.method, show_default=True,
               help=methods.help_text())
 @click.option("--exact", is_flag=True,
