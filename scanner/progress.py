@@ -62,6 +62,7 @@ class BarProgress:
         self.stream = stream or sys.stderr
         self.batch: Any = None
         self.model: Any = None
+        self.stage = ""
 
     def batch_started(self, total: int) -> None:
         from tqdm import tqdm
@@ -71,6 +72,7 @@ class BarProgress:
         from tqdm import tqdm
         self._close_model()
         name = printable(model)
+        self.stage = ""
         self.model = tqdm(total=None, desc=name[-40:], unit="est", position=1, leave=False, file=self.stream,
                           dynamic_ncols=True)
 
@@ -84,7 +86,9 @@ class BarProgress:
             if self.model.total != int(done.group(2)):
                 self.model.reset(total=int(done.group(2)))
             self.model.update(int(done.group(1)) - self.model.n)
-        self.model.set_postfix_str(stage, refresh=True)
+        if stage != self.stage:                  # redrawn on a new stage, else at tqdm's own pace
+            self.stage = stage
+            self.model.set_postfix_str(stage, refresh=True)
 
     def model_finished(self, index: int, total: int, row: BatchRow) -> None:
         self._close_model()
