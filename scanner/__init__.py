@@ -15,18 +15,20 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["scan", "inspect_model", "ScanConfig", "ScanOutcome", "ScanReport", "FailedScan", "Inspection",
+__all__ = ["scan", "scan_many", "inspect_model", "ScanConfig", "ScanOutcome", "ScanReport", "FailedScan", "Inspection",
            "render_text", "render_json", "render_sarif", "render_inspection_text", "render_inspection_json",
            "render_error_json", "LredError", "__version__"]
 
 # The public names are imported on first use: `import scanner` (and so the `lred` command, which
 # must answer a signal or a usage error at once) does not pay for torch and onnxruntime up front.
-_LAZY = {"scan": "pipeline", "ScanOutcome": "pipeline", "inspect_model": "inspection", "ScanConfig": "config",
+_LAZY = {"scan": "pipeline", "scan_many": "batch", "ScanOutcome": "pipeline", "inspect_model": "inspection",
+         "ScanConfig": "config",
          "ScanReport": "report", "FailedScan": "report", "Inspection": "report", "LredError": "errors",
          "render_text": "reporters", "render_json": "reporters", "render_inspection_text": "reporters",
          "render_inspection_json": "reporters", "render_error_json": "reporters", "render_sarif": "sarif"}
 
 if TYPE_CHECKING:
+    from .batch import scan_many
     from .config import ScanConfig
     from .errors import LredError
     from .inspection import inspect_model

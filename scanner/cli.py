@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +23,10 @@ from .failure import atomic_write, fail
 from .html_output import discard_stale, save_html
 from .outputs import FORMATS, INSPECT_FORMATS, inspect_stdout, resolve_outputs, scan_stdout, write_scan_reports
 from .reporters import printable
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+    from .outputs import Outputs
 
 DEFAULTS = ScanConfig()
 
@@ -72,6 +77,52 @@ def _readable(model: Path, data: Path) -> None:
         raise DataError(f"clean data not found: {data} (a folder of class sub-folders, or an .npz)")
 
 
+def _given(ctx: click.Context) -> set[str]:
+    """The options given explicitly (not defaults): a manifest does not override them."""
+    from click.core import ParameterSource
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+
+
+def _check_batch_options(out_dir: Path | None, json_path: Path | None, save_patterns: Path | None,
+                         html_path: Path | None) -> None:
+    """Usage errors of a batch (several models, or a folder)."""
+    if out_dir is None:
+        raise click.UsageError("several models or a folder need --out DIR (for each model's report and the summary)")
+    if json_path is not None and str(json_path) != "-":
+        raise click.UsageError("--json is for one model; with --out each model's report is DIR/<name>.json")
+    if html_path is not None:
+        raise click.UsageError("--html is for one model; with --out each model's HTML report is DIR/<name>.html")
+    if save_patterns is not None:
+        raise click.UsageError("--save-patterns is for one model without --out")
+
+
+def _scan_batch(targets: list[Path], data: Path | None, config: ScanConfig, out_dir: Path,
+                manifest: Manifest | None, keep: set[str], quiet: bool, class_names: tuple[str, ...] | None,
+                outputs: Outputs) -> None:
+    """``lred scan MODELS... --out DIR``: scanner.batch.scan_many, then the worst exit status.
+    stdout: the text summary, or (``--format``) summary.json's content or the batch's SARIF log."""
+    from .batch import scan_many
+    from .progress import batch_progress
+    from .summary import render_batch_text
+
+    result = scan_many(targets, data, config, out_dir, manifest=manifest, keep=keep, progress=batch_progress(quiet),
+                       class_names=class_names)
+    sarif = None
+    if outputs.sarif_path is not None or outputs.stdout == "sarif":
+        from .sarif import batch_outcomes, render_sarif
+        sarif = render_sarif(batch_outcomes(result.rows))
+        if outputs.sarif_path is not None:
+            atomic_write(outputs.sarif_path, sarif.encode())
+    if outputs.stdout == "sarif" and sarif is not None:
+        click.echo(sarif, nl=False)
+    elif outputs.stdout == "json":
+        click.echo((out_dir / "summary.json").read_text("utf-8"), nl=False)
+    else:
+        click.echo(render_batch_text(result.rows, str(out_dir)), nl=False)
+    sys.exit(result.exit_status)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lred")
 def main() -> None:
@@ -82,9 +133,17 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
-              help="Clean images: a folder of class sub-folders 0/, 1/, ... of PNG/JPEG, or an .npz with x and y.")
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path), metavar="MODEL_OR_FOLDER...")
+@click.option("--data", "data", type=click.Path(path_type=Path), default=None,
+              help="Clean images: a folder of class sub-folders 0/, 1/, ... of PNG/JPEG, or an .npz with x and y "
+                   "(required unless the manifest sets it).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Batch: scan every model (files, and every .onnx below folders) into DIR: one report per "
+                   "model, summary.json, summary.csv, index.html; reports already there for the same model, "
+                   "data and configuration are reused. Needed for several models or a folder.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML file setting per model (path or glob) layout, mean, std, input_scale, output, "
+                   "class_names and data; options given on the command line win (docs/batch.md).")
 @click.option("--method", type=click.Choice(methods.METHOD_NAMES), default=DEFAULTS.method, show_default=True,
               help=methods.help_text())
 @click.option("--exact", is_flag=True,
@@ -151,7 +210,9 @@ def main() -> None:
               help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
-def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution: float | None,
+@click.pass_context
+def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_dir: Path | None,
+         manifest: Path | None, method: str, exact: bool, crossing_resolution: float | None,
          relative_step: float | None, adaptive_step: float | None, fixed_step: bool,
          weight_update_length: float, images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
@@ -159,12 +220,29 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
          timeout: float | None, json_path: Path | None, sarif_path: Path | None, output_format: str | None,
          html_path: Path | None, class_names: str | None,
          save_patterns: Path | None, quiet: bool, debug: bool) -> None:
-    """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
+    """Scan ONNX image classifiers for an imperceptible backdoor: one MODEL file, or (with --out)
+    several files and folders."""
     reuse_freed_memory()     # before torch loads: its buffers are served from the heap too
-    outputs = resolve_outputs(output_format, json_path, sarif_path, model=str(model))
+    from .batch import plan
+    from .manifest import load_manifest
+
+    outputs = resolve_outputs(output_format, json_path, sarif_path, model=str(models[0]) if models else None)
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
     if adaptive_step is not None and (fixed_step or exact or relative_step is not None):
         raise click.UsageError("--adaptive-step cannot be combined with --fixed-step, --exact or --relative-step")
+    if not models and manifest is None:
+        raise click.UsageError("give the MODEL file(s) or folder(s) to scan (or a --manifest that names them)")
+    if data is None and manifest is None:
+        raise click.MissingParameter(param_hint="'--data'", param_type="option")
+    try:
+        loaded = load_manifest(manifest) if manifest is not None else None
+    except LredError as exc:
+        fail(exc, outputs, debug)
+        return
+    targets = list(models) or (loaded.models() if loaded is not None else [])
+    if out_dir is not None or len(targets) != 1 or targets[0].is_dir():
+        _check_batch_options(out_dir, json_path, save_patterns, html_path)
+    keep = _given(ctx)
     try:
         config = ScanConfig(method=method, exact=exact, crossing_resolution=crossing_resolution,
                             relative_step=relative_step, adaptive_step=adaptive_step, fixed_step=fixed_step,
@@ -175,10 +253,15 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
                             cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images,
                             timeout=timeout)
-        names = parse_class_names(class_names) if class_names is not None else ()
-        _readable(model, data)
+        names = parse_class_names(class_names) if class_names is not None else None
+        if out_dir is not None:
+            _scan_batch(targets, data, config, out_dir, loaded, keep, quiet, names, outputs)   # exits
+        task = plan(targets, data, config, loaded, keep, class_names=names)[0]
+        assert task.data is not None                 # plan requires it
+        _readable(task.model, task.data)
         from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
-        outcome = run_scan(model, data, config, on_progress=_Progress(quiet), class_names=names)
+        outcome = run_scan(task.model, task.data, task.config, on_progress=_Progress(quiet),
+                           class_names=task.class_names or ())
         if save_patterns is not None:
             _save_patterns(save_patterns, outcome.patterns)
         write_scan_reports(outcome.report, outputs)
@@ -197,22 +280,38 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Clean images for the parity check (default: random inputs in [0, 1]).")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True)
+@click.option("--mean", default=None, help="Per-channel mean, as for lred scan.")
+@click.option("--std", default=None, help="Per-channel std, as for lred scan.")
+@click.option("--input-scale", default=DEFAULTS.input_scale, show_default=True, type=float,
+              help="Multiply [0,1] pixels by this before normalization, as for lred scan.")
 @click.option("--output", "output_name", default=None, help="Name of the class-score output.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The scan's TOML manifest: MODEL's input convention, output and data from it "
+                   "(options given here win).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
               help="Write the inspection as JSON here ('-': to stdout, instead of the text).")
 @click.option("--format", "output_format", type=click.Choice(INSPECT_FORMATS), default=None,
               help="What stdout carries: text (default) or json (the --json inspection).")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
-def inspect(model: Path, data: Path | None, layout: str, output_name: str | None, json_path: Path | None,
+@click.pass_context
+def inspect(ctx: click.Context, model: Path, data: Path | None, layout: str, mean: str | None, std: str | None,
+            input_scale: float, output_name: str | None, manifest: Path | None, json_path: Path | None,
             output_format: str | None, debug: bool) -> None:
-    """Describe MODEL and check that it converts faithfully (exit 0), or say why not (exit 2)."""
+    """Describe MODEL, check that it converts faithfully and, with --data, its clean accuracy under
+    the input convention given (exit 0), or say why it cannot be scanned (exit 2)."""
+    from .batch import plan
     from .inspection import inspect_model
+    from .manifest import load_manifest
     from .reporters import render_inspection_json
 
     outputs = resolve_outputs(output_format, json_path, model=str(model))
+    mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
     try:
-        report = inspect_model(str(model), str(data) if data else None,
-                               ScanConfig(layout=layout, output_name=output_name))
+        config = ScanConfig(layout=layout, output_name=output_name, mean=mean_values, std=std_values,
+                            input_scale=input_scale)
+        loaded = load_manifest(manifest) if manifest is not None else None
+        task = plan([model], data, config, loaded, _given(ctx), require_data=False)[0]
+        report = inspect_model(str(model), str(task.data) if task.data else None, task.config)
         if outputs.json_path is not None:
             atomic_write(outputs.json_path, render_inspection_json(report).encode())
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2

@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -148,3 +149,9 @@ def context(outcome: ScanOutcome) -> dict[str, Any]:
 def render_html(outcome: ScanOutcome) -> str:
     """The HTML report of one scan (module docstring): a pure function of ``outcome``."""
     return _environment().get_template("report.html.j2").render(context(outcome))
+
+
+def write_html_report(outcome: ScanOutcome, path: Path) -> None:
+    """Write the HTML report of ``outcome`` to ``path`` atomically (the batch's per-model writer)."""
+    from .failure import atomic_write
+    atomic_write(Path(path), render_html(outcome).encode("utf-8"))

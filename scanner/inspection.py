@@ -29,6 +29,7 @@ from .runtime import ReferenceClassifier
 __all__ = ["Inspection", "inspect_model"]
 
 RANDOM_INPUTS = 8
+PARITY_IMAGES = 256     # clean images the parity check compares on (clean accuracy counts them all)
 
 
 def inspect_model(path: str, data: str | None = None, config: ScanConfig | None = None) -> Inspection:
@@ -53,18 +54,25 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig | None 
                 input_name=model.input_name, input_shape=model.input_shape, input_dtype=model.input_dtype,
                 outputs=outputs, score_output=model.output_name, num_classes=model.num_classes, layout=layout,
                 op_histogram=tuple(sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0]))),
-                parity_inputs=str(data) if data else "random")
+                parity_inputs=str(data) if data else "random", input_scale=config.input_scale,
+                mean=config.mean, std=config.std)
     empty: dict[str, Any] = dict(max_abs_difference=None, tolerance=None, argmax_agreement=None, input_gradient_ok=None)
     try:
         converted = converters.to_torch(model.proto, model.input_name, model.output_name)
     except ConversionError as exc:
         return Inspection(**base, converts=False, conversion_passes=(), problem=str(exc), **empty)
     try:
-        transform, pixels = _parity_inputs(model, data, config, layout)
+        transform, pixels, labels = _parity_inputs(model, data, config, layout)
     except LredError as exc:
         return Inspection(**base, converts=True, conversion_passes=converted.passes,
                           problem=f"cannot build inputs for the parity check: {exc}", **empty)
-    reference = ReferenceClassifier(model).scores(transform.normalize(pixels))
+    runtime = ReferenceClassifier(model)
+    if labels is not None:                       # every clean image, for the accuracy
+        scores = runtime.scores(transform.normalize(pixels))
+        base.update(clean_accuracy=round(float((scores.argmax(axis=1) == labels).mean()), 6),
+                    clean_images=int(labels.size), clean_problem=_accuracy_problem(scores, labels))
+    pixels = pixels[:PARITY_IMAGES]
+    reference = runtime.scores(transform.normalize(pixels))
     classifier = DifferentiableClassifier(converted.module, transform, "logits", torch.device("cpu"))
     rtol = converters.parity_rtol(model.proto, config.parity_rtol)
     run = preparation.run_parity(classifier, pixels, reference, rtol, config.parity_atol)
@@ -86,13 +94,30 @@ def inspect_model(path: str, data: str | None = None, config: ScanConfig | None 
                       argmax_agreement=parity.argmax_agreement, input_gradient_ok=gradient_ok)
 
 
+def _accuracy_problem(scores: np.ndarray, labels: np.ndarray) -> str | None:
+    """What stops a scan on these clean images (scanner/data.py select_images): a label the model
+    does not have, or a class none of whose images it classifies correctly."""
+    num_classes = scores.shape[1]
+    if labels.max() >= num_classes:
+        return f"the clean data has label {int(labels.max())} but the model has {num_classes} classes"
+    predictions = scores.argmax(axis=1)
+    empty = [c for c in np.unique(labels) if not (predictions[labels == c] == c).any()]
+    if not empty:
+        return None
+    accuracy = float((predictions == labels).mean())
+    return (f"the model misclassifies every clean image of class(es) {', '.join(map(str, empty[:10]))} "
+            f"(it classifies {accuracy:.0%} of all clean images correctly): check the input convention "
+            "(--input-scale 255 for a model that takes 0-255, --mean/--std, --layout) and the labels")
+
+
 def _parity_inputs(model: LoadedModel, data: str | None, config: ScanConfig,
-                   layout: str | None) -> tuple[InputTransform, np.ndarray]:
+                   layout: str | None) -> tuple[InputTransform, np.ndarray, np.ndarray | None]:
+    """Pixels of the clean images (all of them) with their labels, or random images (no labels)."""
     if data:
         from .data import load_clean_images
         clean = load_clean_images(data)
         transform = resolve_transform(model, config, clean.image_shape)
-        return transform, transform.to_pixels(clean.pixels[:256])
+        return transform, transform.to_pixels(clean.pixels), clean.labels
     dims = tuple(d for d in model.input_shape[1:] if d is not None)
     if len(dims) < len(model.input_shape) - 1 or layout is None:
         raise LredError(f"input shape {model.input_shape} is not fully known; pass --data with clean images")
@@ -109,4 +134,4 @@ def _parity_inputs(model: LoadedModel, data: str | None, config: ScanConfig,
                                   image_shape)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (RANDOM_INPUTS,) + image_shape, dtype=np.uint8)
-    return transform, transform.to_pixels(images)
+    return transform, transform.to_pixels(images), None

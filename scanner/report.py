@@ -121,6 +121,7 @@ class ScanReport:
     cuda_graphs: str = "n/a"               # on a GPU: "on", "off" (--no-cuda-graphs) or "refused: why"
     audit: AuditTrail | None = None        # always set by build_report
     class_names: tuple[str, ...] = ()      # --class-names: one label per class, or none; never read by a decision
+    config_digest: str | None = None       # sha256 of what decides the result (resume.py); set by build_report
 
     @property
     def backdoor_found(self) -> bool:
@@ -168,6 +169,14 @@ class Inspection:
     tolerance: float | None
     argmax_agreement: float | None
     input_gradient_ok: bool | None
+    # the input convention checked (--input-scale, --mean, --std) and, with clean data, how often
+    # onnxruntime's argmax is the label under it: a wrong convention shows here (issue 20 §3)
+    input_scale: float = 1.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    clean_accuracy: float | None = None     # over every clean image loaded; None without --data
+    clean_images: int | None = None
+    clean_problem: str | None = None        # what would stop a scan on these clean images (not a conversion problem)
 
     @property
     def ok(self) -> bool:

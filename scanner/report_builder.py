@@ -27,6 +27,7 @@ from .report import (
     ParitySummary,
     ScanReport,
 )
+from .resume import config_digest
 from .verify import VerifiedFractions
 
 
@@ -100,7 +101,8 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
         warnings=_warnings(estimates, verified, selection.per_class, config)
         + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes),
         cuda_graphs=_graphs_status(prepared.device, config, refusals),
-        audit=audit_trail(started_at, prepared.device, clean), class_names=class_names)
+        audit=audit_trail(started_at, prepared.device, clean), class_names=class_names,
+        config_digest=config_digest(config))
 
 
 def _best_per_target(estimates: list[PatternEstimate], num_classes: int) -> list[int]:

@@ -17,10 +17,13 @@ from .report import Inspection, ScanReport
 
 # The version of each JSON report, checked by its JSON Schema (scanner/schemas/, ``schema(name)``).
 # Scan (and error) report: 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value;
-# 3: cuda_graphs; 4: audit (and the error report's schema_version follows it); 5: class_names.
+# 3: cuda_graphs; 4: audit (and the error report's schema_version follows it); 5: class_names,
+# config_digest (and the fields of the other version-5 additions).
 JSON_SCHEMA_VERSION = 5
-INSPECT_SCHEMA_VERSION = 1   # 1: the first versioned inspect report (schema_version added)
-SCHEMAS = ("scan_report", "inspect_report", "error_report")
+# Inspect report: 1: the first versioned one; 2: input_scale, mean, std, clean_accuracy, clean_images,
+# clean_problem.
+INSPECT_SCHEMA_VERSION = 2
+SCHEMAS = ("scan_report", "inspect_report", "error_report", "batch_summary")   # batch_summary: scanner/summary.py
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -126,9 +129,24 @@ def render_inspection_text(report: Inspection) -> str:
         lines.append(f"  parity       max |torch - onnxruntime| {report.max_abs_difference:.3g} (tolerance "
                      f"{report.tolerance:.3g}), argmax agreement {report.argmax_agreement:.3f} on "
                      f"{report.parity_inputs} inputs; input gradient {'ok' if report.input_gradient_ok else 'BAD'}")
+    convention = (f"input_scale {report.input_scale:g}, mean {_numbers(report.mean)}, std {_numbers(report.std)}, "
+                  f"layout {report.layout or 'unknown'}")
+    if report.clean_accuracy is not None:
+        low = ("; LOW: the input convention is probably wrong (--input-scale, --mean/--std, --layout)"
+               if report.clean_accuracy < 0.5 else "")
+        lines.append(f"  clean        accuracy {report.clean_accuracy:.3f} on {report.clean_images} images "
+                     f"(onnxruntime; {convention}){low}")
+        if report.clean_problem:
+            lines.append(f"  clean        a scan on these images would stop: {printable(report.clean_problem)}")
+    else:
+        lines.append(f"  convention   {convention}; pass --data to check it on clean images")
     lines.append("  verdict      " + ("converts faithfully: ready to scan" if report.ok
                                        else f"NOT scannable: {printable(report.problem)}"))
     return "\n".join(lines) + "\n"
+
+
+def _numbers(values: tuple[float, ...] | None) -> str:
+    return "none" if values is None else ",".join(f"{v:g}" for v in values)
 
 
 def render_inspection_json(report: Inspection) -> str:

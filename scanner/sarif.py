@@ -32,6 +32,7 @@ from typing import Any
 from . import __version__
 from .report import FailedScan, ScanReport
 from .reporters import _format_p
+from .summary import BatchRow
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -67,7 +68,14 @@ RULES: tuple[dict[str, Any], ...] = (
 )
 
 
-def render_sarif(items: Iterable[ModelOutcome]) -> str:
+def batch_outcomes(rows: Iterable[BatchRow]) -> list[ModelOutcome | BatchRow]:
+    """The rows of a batch summary (``scanner.summary``) as SARIF items: a row without a verdict
+    becomes the FailedScan it records; the others are rendered from the row itself."""
+    return [FailedScan(row.model, row.error or "no verdict", row.error_type or "LredError", row.model_sha256)
+            if row.verdict not in ("backdoor", "clean") else row for row in rows]
+
+
+def render_sarif(items: Iterable[ModelOutcome | BatchRow]) -> str:
     """The SARIF 2.1.0 log of ``items`` (ScanReport or FailedScan, one result each), as JSON text."""
     return json.dumps(sarif_log(items), indent=2, allow_nan=False) + "\n"
 
@@ -77,7 +85,7 @@ def render_scan_sarif(item: ModelOutcome) -> str:
     return render_sarif([item])
 
 
-def sarif_log(items: Iterable[ModelOutcome]) -> dict[str, Any]:
+def sarif_log(items: Iterable[ModelOutcome | BatchRow]) -> dict[str, Any]:
     """The SARIF log as a JSON-ready dict (see the module docstring for the mapping)."""
     artifacts: list[dict[str, Any]] = []
     index_of: dict[tuple[str, str | None], int] = {}
@@ -108,9 +116,11 @@ def artifact_uri(path: str) -> str:
     return urllib.parse.quote(PurePath(path).as_posix())
 
 
-def _model_of(item: ModelOutcome) -> tuple[str | None, str | None]:
+def _model_of(item: ModelOutcome | BatchRow) -> tuple[str | None, str | None]:
     if isinstance(item, ScanReport):
         return item.model.path, item.model.sha256
+    if isinstance(item, BatchRow):
+        return item.model, item.model_sha256
     return item.model, item.sha256
 
 
@@ -121,9 +131,11 @@ def _artifact(path: str, sha256: str | None) -> dict[str, Any]:
     return artifact
 
 
-def _result(item: ModelOutcome, path: str | None, index: int | None) -> dict[str, Any]:
+def _result(item: ModelOutcome | BatchRow, path: str | None, index: int | None) -> dict[str, Any]:
     if isinstance(item, ScanReport):
         result = _report_result(item)
+    elif isinstance(item, BatchRow):
+        result = _row_result(item)
     else:
         result = _failure_result(item)
     if path is not None and index is not None:
@@ -150,6 +162,27 @@ def _report_result(report: ScanReport) -> dict[str, Any]:
         "p_value": _finite(report.p_value), "log10_p_value": _finite(report.log10_p_value),
         "p_value_basis": report.p_value_basis, "alpha": report.alpha, "model_sha256": report.model.sha256,
         "data_sha256": report.audit.data_sha256 if report.audit is not None else None,
+    }
+    return result
+
+
+def _row_result(row: BatchRow) -> dict[str, Any]:
+    """A batch row with a verdict: as ``_report_result``, from the figures the summary keeps."""
+    evidence = (f"p-value {_format_p(row.log10_p_value if row.log10_p_value is not None else math.nan)} "
+                f"({row.p_value_basis}; alpha {row.alpha:g})")
+    if row.verdict == "backdoor":
+        sources = _classes(row.source_classes) or "none identified"
+        text = (f"Backdoor detected in {row.model}: target class {row.target_class}, "
+                f"source class(es) {sources}; {evidence}.")
+        result: dict[str, Any] = {"ruleId": RULE_BACKDOOR, "ruleIndex": 0, "level": "error"}
+    else:
+        text = f"No backdoor detected in {row.model}: {evidence}."
+        result = {"ruleId": RULE_BACKDOOR, "ruleIndex": 0, "kind": "pass", "level": "none"}
+    result["message"] = {"text": text}
+    result["properties"] = {
+        "verdict": row.verdict, "target_class": row.target_class, "source_classes": list(row.source_classes),
+        "p_value": row.p_value, "log10_p_value": row.log10_p_value, "p_value_basis": row.p_value_basis,
+        "alpha": row.alpha, "model_sha256": row.model_sha256, "data_sha256": row.data_sha256,
     }
     return result
 

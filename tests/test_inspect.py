@@ -55,3 +55,33 @@ def test_a_class_whose_score_is_always_zero_does_not_block_the_gradient_check(tm
     result = _inspect(tmp_path / "m.onnx")
     assert result.exit_code == 0, result.output
     assert "input gradient ok" in result.output
+
+
+def test_clean_accuracy_is_reported_in_text_and_json(tmp_path):
+    model, data = synthetic.write_case(tmp_path, backdoor_target=None)
+    result = _inspect(model, "--data", data, "--json", tmp_path / "i.json")
+    assert result.exit_code == 0, result.output
+    assert "clean        accuracy 1.000 on 24 images (onnxruntime; input_scale 1, mean none, std none" in result.output
+    report = validate("inspect_report", json.loads((tmp_path / "i.json").read_text()))
+    assert report["clean_accuracy"] == 1.0 and report["clean_images"] == 24 and report["schema_version"] == 2
+    assert report["clean_problem"] is None and "would stop" not in result.output
+    assert (report["input_scale"], report["mean"], report["std"]) == (1.0, None, None)
+
+
+def test_a_wrong_input_convention_shows_at_inspect(tmp_path):
+    model, data = synthetic.write_case(tmp_path, backdoor_target=None)
+    result = _inspect(model, "--data", data, "--mean", "100", "--std", "1", "--json", tmp_path / "i.json")
+    assert result.exit_code == 0, result.output           # the conversion is faithful: that verdict stands
+    report = validate("inspect_report", json.loads((tmp_path / "i.json").read_text()))
+    assert report["clean_accuracy"] < 0.5 and report["mean"] == [100.0] and report["std"] == [1.0]
+    assert "LOW: the input convention is probably wrong" in result.output
+    assert report["clean_problem"].startswith("the model misclassifies every clean image of class(es)")
+    assert "a scan on these images would stop: the model misclassifies" in result.output
+
+
+def test_without_data_inspect_names_the_convention_and_reports_no_accuracy(tmp_path):
+    onnx.save(synthetic.linear_classifier(6), tmp_path / "m.onnx")
+    result = _inspect(tmp_path / "m.onnx", "--input-scale", "255", "--json", tmp_path / "i.json")
+    report = validate("inspect_report", json.loads((tmp_path / "i.json").read_text()))
+    assert result.exit_code == 0 and "input_scale 255" in result.output and "pass --data" in result.output
+    assert report["clean_accuracy"] is None and report["clean_images"] is None and report["input_scale"] == 255.0

@@ -16,10 +16,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from scanner import audit
+from scanner import ScanConfig, audit
 from scanner.cli import main
 from scanner.data import folder_sha256, load_clean_images
 from scanner.reporters import INSPECT_SCHEMA_VERSION, JSON_SCHEMA_VERSION, SCHEMAS, schema
+from scanner.resume import clean_data_sha256, config_digest
 from tests import synthetic
 from tests.conftest import FAST_OPTIONS
 from tests.schemas import validate, validate_scan_report
@@ -53,6 +54,7 @@ def test_backdoored_scan_report_validates_with_its_audit_trail(backdoored_case, 
     assert code == 1 and report["verdict"] == "backdoor"
     validate("scan_report", report)
     assert report["schema_version"] == JSON_SCHEMA_VERSION == 5
+    assert report["config_digest"] == config_digest(ScanConfig(images_per_class=4, delta=0.01))
     trail = report["audit"]
     assert trail["started_at"] <= trail["finished_at"]
     assert trail["data_sha256"] == _sha256(data) and trail["data_files"] == []   # .npz: the file's sha256
@@ -77,6 +79,7 @@ def test_clean_scan_of_a_folder_reports_each_file_sha256(clean_case, tmp_path):
     assert all(digest == _sha256(folder / name) for name, digest in files)
     expected = hashlib.sha256("".join(f"{d}  {n}\n" for n, d in files).encode()).hexdigest()
     assert report["audit"]["data_sha256"] == expected == folder_sha256([tuple(f) for f in files])
+    assert clean_data_sha256(folder) == expected              # what a batch compares to reuse the report
     (folder / files[0][0]).write_bytes((folder / files[1][0]).read_bytes())   # one file changed: a new hash
     assert load_clean_images(folder).sha256 != expected
 
