@@ -322,3 +322,39 @@ def test_a_report_is_reused_only_for_the_same_model_data_and_configuration(batch
         assert reusable_report(path, *changed) is None
     broken = next(r for r in summary["models"] if r["verdict"] == "error")
     assert reusable_report(out / broken["report"], *same) is None        # error reports are retried
+
+
+def test_each_scanned_model_gets_its_html_report(batch):
+    root, out, code, output, summary = batch
+    for row in summary["models"]:
+        if row["verdict"] in ("backdoor", "clean"):
+            page = (out / row["html"]).read_text()
+            assert "<html" in page.lower() and row["verdict"] in page.lower()
+        else:
+            assert row["html"] is None
+
+
+def test_a_rerun_writes_one_sarif_log_over_the_batch_and_the_summary_on_stdout(batch, tmp_path):
+    from tests.test_sarif import validate_sarif
+
+    root, out, code, output, summary = batch
+    sarif = tmp_path / "batch.sarif"
+    rerun = CliRunner().invoke(main, ["scan", str(root / "models"), "--data", str(root / "clean.npz"), "--out",
+                                      str(out), "--sarif", str(sarif), "--format", "json", "--quiet", *FAST_OPTIONS],
+                               catch_exceptions=False)
+    assert rerun.exit_code == 2
+    printed = json.loads(rerun.stdout)
+    validate("batch_summary", printed)
+    assert [r["outcome"] for r in printed["models"] if r["verdict"] != "error"] == ["reused", "reused"]
+    results = validate_sarif(json.loads(sarif.read_text()))["runs"][0]["results"]
+    assert sorted(r["level"] for r in results) == ["error", "none", "note"], results   # backdoor, clean, broken
+    [backdoor] = [r for r in results if r["level"] == "error"]
+    assert backdoor["properties"]["target_class"] == 2 and "target class 2" in backdoor["message"]["text"]
+
+
+def test_html_and_json_files_are_for_one_model(tmp_path):
+    root = tmp_path
+    models, data = write_vendor(root)
+    for option in ("--html", "--json"):
+        code, output = run_batch(models, "--data", data, "--out", root / "out", option, root / "x")
+        assert code == 2 and option in output
