@@ -12,9 +12,10 @@ from pathlib import Path
 import click
 
 from . import __version__, methods
-from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, ScanConfig
+from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, TRIGGERS, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, DataError, LredError, ModelError
 from .failure import atomic_write, fail
+from .patch_arrays import resolve_trigger
 from .reporters import printable
 
 DEFAULTS = ScanConfig()
@@ -152,6 +153,12 @@ def main() -> None:
               help="Write the machine-readable report here (also written, with verdict 'error', on failure).")
 @click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32).")
+@click.option("--trigger", type=click.Choice(TRIGGERS), default=None,
+              help="Which backdoors to look for: additive (the default: --method as given), patch "
+                   "(--method lred-patch, or nc) or both (lred and lred-patch, each test at alpha/2; "
+                   "docs/method.md 'Patch triggers').")
+@click.option("--patch-iterations", default=DEFAULTS.patch_iterations, show_default=True, type=int,
+              help="Iteration bound of the mask estimation of lred-patch and nc.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution: float | None,
@@ -159,8 +166,8 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
          weight_update_length: float, images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
-         timeout: float | None, json_path: Path | None, save_patterns: Path | None, quiet: bool,
-         debug: bool) -> None:
+         timeout: float | None, json_path: Path | None, save_patterns: Path | None, trigger: str | None,
+         patch_iterations: int, quiet: bool, debug: bool) -> None:
     """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
     _reuse_freed_memory()
     from .reporters import render_json, render_text
@@ -168,6 +175,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
     if adaptive_step is not None and (fixed_step or exact or relative_step is not None):
         raise click.UsageError("--adaptive-step cannot be combined with --fixed-step, --exact or --relative-step")
+    method, trigger = resolve_trigger(method, trigger)
     try:
         config = ScanConfig(method=method, exact=exact, crossing_resolution=crossing_resolution,
                             relative_step=relative_step, adaptive_step=adaptive_step, fixed_step=fixed_step,
@@ -177,19 +185,22 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
                             layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
                             cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images,
-                            timeout=timeout)
+                            timeout=timeout, trigger=trigger, patch_iterations=patch_iterations)
         _readable(model, data)
+        from .patch_arrays import save_masks
         from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
         outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
+        report = outcome.report
         if save_patterns is not None:
             _save_patterns(save_patterns, outcome.patterns)
+            report = save_masks(save_patterns, outcome)
         if json_path is not None:
-            atomic_write(json_path, render_json(outcome.report).encode())
+            atomic_write(json_path, render_json(report).encode())
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
         fail(exc, json_path, debug)
         return
-    click.echo(render_text(outcome.report), nl=False)
-    sys.exit(EXIT_BACKDOOR if outcome.report.backdoor_found else EXIT_CLEAN)
+    click.echo(render_text(report), nl=False)
+    sys.exit(EXIT_BACKDOOR if report.backdoor_found else EXIT_CLEAN)
 
 
 @main.command()
