@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
 DEVICES = ("auto", "cpu", "cuda")
-P_VALUE_BASES = ("calibrated", "paper")
-TRIGGERS = ("additive", "patch", "both")   # --trigger: which estimations a scan runs (scanner/patch_scan.py)   # which p-value the verdict compares with alpha (detection.py)
+P_VALUE_BASES = ("calibrated", "paper")   # which p-value the verdict compares with alpha (detection.py)
+TRIGGERS = ("additive", "patch", "both")   # --trigger: which estimations a scan runs (scanner/patch_scan.py)
 DEFAULT_LARGEST_STEP = 2e-2  # largest step of the default schedule when adaptive_step is unset
 
 
@@ -31,7 +31,7 @@ class ScanConfig:
     schedule"); ``fixed_step``, ``exact`` and ``relative_step`` each select another schedule.
     """
 
-    method: str = "lred"               # a name in scanner.methods.METHODS: lred | ured | pred (Sec. 4.3)
+    method: str = "lred"               # scanner.methods.METHODS: lred | ured | pred (Sec. 4.3) | lred-patch | nc
     exact: bool = False                # Algorithm 1 literally: one target at a time, 2 passes/step
     crossing_resolution: float | None = None  # bisect the step that crosses pi to this length
     relative_step: float | None = None # step = max(delta, relative_step * ||v||); implies fixed_step
@@ -62,8 +62,9 @@ class ScanConfig:
 
     def __post_init__(self) -> None:
         # imported here: the registry imports the estimation engine, which imports this module
-        from .methods import METHOD_NAMES
+        from .methods import METHOD_NAMES, METHODS
         largest = self.largest_step   # a float whenever step_schedule is "adaptive"
+        patch = self.method in METHODS and METHODS[self.method].engine == "patch"   # lred-patch, nc
         checks = [
             (self.timeout is None or (math.isfinite(self.timeout) and self.timeout > 0),
              "timeout must be a positive number of seconds"),
@@ -71,8 +72,10 @@ class ScanConfig:
             (self.trigger in TRIGGERS, f"trigger must be one of {', '.join(TRIGGERS)}"),
             (self.trigger != "both" or self.method == "lred",
              "trigger 'both' runs lred and lred-patch: method must be lred"),
-            (self.trigger != "patch" or self.method in ("lred-patch", "nc"),
+            (self.trigger != "patch" or patch,
              "trigger 'patch' needs a patch method (lred-patch or nc)"),
+            (not (self.exact and patch),
+             "exact runs Algorithm 1 (additive patterns); lred-patch and nc have no exact mode"),
             (self.patch_iterations >= 1, "patch_iterations must be >= 1"),
             (self.crossing_resolution is None or self.crossing_resolution > 0,
              "crossing_resolution must be > 0"),

@@ -121,7 +121,7 @@ def estimate_patches(prepared: PreparedScan, config: ScanConfig, on_progress: Pr
     index = nc.anomaly_indices(norms)
     classes = tuple(dataclasses.replace(c, mask_l1=c.pattern_norm, anomaly_index=float(index[c.target_class]))
                     for c in report.classes)
-    report = dataclasses.replace(report, classes=classes, trigger="patch",
+    report = dataclasses.replace(report, classes=classes, trigger="patch", cuda_graphs="n/a",
                                  tests=(scan_test(report, method, result, config.alpha, norms),))
     patches = [e for e in estimates if isinstance(e, PatchEstimate)]
     return ScanOutcome(report, {}, masks={e.target_class: e.mask for e in patches},

@@ -107,7 +107,8 @@ def test_lred_patch_finds_the_target_and_a_source_and_saves_the_masks(two_source
     assert mask.shape == (16, 16) and masked.shape == (16, 16, 1)
     assert mask.sum() == pytest.approx(report["classes"][2]["mask_l1"], rel=1e-4)
     assert np.all(masked <= mask[..., None] + 1e-6)
-    assert sorted(report["saved_arrays"]) == sorted(p.name for p in arrays.iterdir()) and len(report["saved_arrays"]) == 12
+    assert sorted(report["saved_arrays"]) == sorted(p.name for p in arrays.iterdir())
+    assert len(report["saved_arrays"]) == 12
     assert "||m_t||_1" in result.output
 
 
