@@ -32,7 +32,7 @@ from .methods import Method, method_named
 from .patch_engine import PatchEngine, PatchEstimate, patched
 from .pipeline import ScanOutcome, _scan
 from .prepare import PreparedScan, ProgressCallback, StepTimer, prepare
-from .report import VERDICT_BACKDOOR, VERDICT_CLEAN, ClassReport, ScanReport, ScanTest
+from .report import VERDICT_BACKDOOR, VERDICT_CLEAN, ScanReport, ScanTest
 from .report_builder import build_report
 from .verify import ReferenceCheck
 
@@ -179,7 +179,3 @@ def _additive_test(report: ScanReport, config: ScanConfig, norms: np.ndarray) ->
                     most_suspicious_class=suspect, anomaly_index=float(nc.anomaly_indices(norms)[suspect]),
                     anomaly_flagged=suspect in nc.flagged_classes(norms))
 
-
-def report_classes(report: ScanReport) -> tuple[ClassReport, ...]:
-    """The per-class masks of a report: ``classes`` of a patch scan, ``patch_classes`` under both."""
-    return report.patch_classes or (report.classes if report.trigger == "patch" else ())
