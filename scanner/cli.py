@@ -152,7 +152,8 @@ def main() -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the machine-readable report here (also written, with verdict 'error', on failure).")
 @click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32).")
+              help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32); patch "
+                   "scans: each mask as mask_class_<t>.npy (H, W) and m*u as masked_pattern_class_<t>.npy.")
 @click.option("--trigger", type=click.Choice(TRIGGERS), default=None,
               help="Which backdoors to look for: additive (the default: --method as given), patch "
                    "(--method lred-patch, or nc) or both (lred and lred-patch, each test at alpha/2; "
