@@ -17,11 +17,12 @@ import click
 from . import __version__, methods
 from .allocator import reuse_freed_memory
 from .class_names import parse_class_names
-from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, ScanConfig
+from .config import DEFAULT_LARGEST_STEP, DEVICES, LAYOUTS, P_VALUE_BASES, TRIGGERS, ScanConfig
 from .errors import EXIT_BACKDOOR, EXIT_CLEAN, EXIT_ERROR, DataError, LredError, ModelError
 from .failure import atomic_write, fail
 from .html_output import discard_stale, save_html
 from .outputs import FORMATS, INSPECT_FORMATS, inspect_stdout, resolve_outputs, scan_stdout, write_scan_reports
+from .patch_arrays import resolve_trigger
 from .reporters import printable
 
 if TYPE_CHECKING:
@@ -207,7 +208,14 @@ def main() -> None:
               help="Class names for the reports: a file (one name per line, or a JSON list) or a comma list; "
                    "exactly one per class.")
 @click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32).")
+              help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32); patch "
+                   "scans: each mask as mask_class_<t>.npy (H, W) and m*u as masked_pattern_class_<t>.npy.")
+@click.option("--trigger", type=click.Choice(TRIGGERS), default=None,
+              help="Which backdoors to look for: additive (the default: --method as given), patch "
+                   "(--method lred-patch, or nc) or both (lred and lred-patch, each test at alpha/2; "
+                   "docs/method.md 'Patch triggers').")
+@click.option("--patch-iterations", default=DEFAULTS.patch_iterations, show_default=True, type=int,
+              help="Iteration bound of the mask estimation of lred-patch and nc.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.pass_context
@@ -218,8 +226,8 @@ def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_di
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
          timeout: float | None, json_path: Path | None, sarif_path: Path | None, output_format: str | None,
-         html_path: Path | None, class_names: str | None,
-         save_patterns: Path | None, quiet: bool, debug: bool) -> None:
+         html_path: Path | None, class_names: str | None, save_patterns: Path | None, trigger: str | None,
+         patch_iterations: int, quiet: bool, debug: bool) -> None:
     """Scan ONNX image classifiers for an imperceptible backdoor: one MODEL file, or (with --out)
     several files and folders."""
     reuse_freed_memory()     # before torch loads: its buffers are served from the heap too
@@ -230,6 +238,7 @@ def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_di
     mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
     if adaptive_step is not None and (fixed_step or exact or relative_step is not None):
         raise click.UsageError("--adaptive-step cannot be combined with --fixed-step, --exact or --relative-step")
+    method, trigger = resolve_trigger(method, trigger)
     if not models and manifest is None:
         raise click.UsageError("give the MODEL file(s) or folder(s) to scan (or a --manifest that names them)")
     if data is None and manifest is None:
@@ -252,7 +261,7 @@ def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_di
                             layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
                             cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images,
-                            timeout=timeout)
+                            timeout=timeout, trigger=trigger, patch_iterations=patch_iterations)
         names = parse_class_names(class_names) if class_names is not None else None
         if out_dir is not None:
             _scan_batch(targets, data, config, out_dir, loaded, keep, quiet, names, outputs)   # exits
@@ -262,17 +271,20 @@ def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_di
         from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
         outcome = run_scan(task.model, task.data, task.config, on_progress=_Progress(quiet),
                            class_names=task.class_names or ())
+        report = outcome.report
         if save_patterns is not None:
+            from .patch_arrays import save_masks
             _save_patterns(save_patterns, outcome.patterns)
-        write_scan_reports(outcome.report, outputs)
+            report = save_masks(save_patterns, outcome)
+        write_scan_reports(report, outputs)
     except (LredError, OSError, KeyboardInterrupt, Exception) as exc:  # fail closed: exit 2
         discard_stale(html_path)
         fail(exc, outputs, debug)
         return
-    click.echo(scan_stdout(outcome.report, outputs), nl=False)
+    click.echo(scan_stdout(report, outputs), nl=False)
     if html_path is not None and not save_html(html_path, outcome, debug):
         sys.exit(EXIT_ERROR)     # the verdict above stands, but a report that was asked for is missing
-    sys.exit(EXIT_BACKDOOR if outcome.report.backdoor_found else EXIT_CLEAN)
+    sys.exit(EXIT_BACKDOOR if report.backdoor_found else EXIT_CLEAN)
 
 
 @main.command()

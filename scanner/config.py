@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
 DEVICES = ("auto", "cpu", "cuda")
 P_VALUE_BASES = ("calibrated", "paper")   # which p-value the verdict compares with alpha (detection.py)
+TRIGGERS = ("additive", "patch", "both")   # --trigger: which estimations a scan runs (scanner/patch_scan.py)
 DEFAULT_LARGEST_STEP = 2e-2  # largest step of the default schedule when adaptive_step is unset
 
 
@@ -30,7 +31,7 @@ class ScanConfig:
     schedule"); ``fixed_step``, ``exact`` and ``relative_step`` each select another schedule.
     """
 
-    method: str = "lred"               # a name in scanner.methods.METHODS: lred | ured | pred (Sec. 4.3)
+    method: str = "lred"               # scanner.methods.METHODS: lred | ured | pred (Sec. 4.3) | lred-patch | nc
     exact: bool = False                # Algorithm 1 literally: one target at a time, 2 passes/step
     crossing_resolution: float | None = None  # bisect the step that crosses pi to this length
     relative_step: float | None = None # step = max(delta, relative_step * ||v||); implies fixed_step
@@ -56,15 +57,26 @@ class ScanConfig:
     parity_atol: float = 1e-4
     verify_extra_iterations: int = 200 # steps allowed after onnxruntime disagrees with torch
     timeout: float | None = None       # seconds for the whole scan (scanner/deadline.py); None: no limit
+    trigger: str = "additive"          # both: the additive method and lred-patch, each at alpha / 2
+    patch_iterations: int = 1000       # iteration bound of a patch method's mask estimation (patch_engine.py)
 
     def __post_init__(self) -> None:
         # imported here: the registry imports the estimation engine, which imports this module
-        from .methods import METHOD_NAMES
+        from .methods import METHOD_NAMES, METHODS
         largest = self.largest_step   # a float whenever step_schedule is "adaptive"
+        patch = self.method in METHODS and METHODS[self.method].engine == "patch"   # lred-patch, nc
         checks = [
             (self.timeout is None or (math.isfinite(self.timeout) and self.timeout > 0),
              "timeout must be a positive number of seconds"),
             (self.method in METHOD_NAMES, f"method must be one of {', '.join(METHOD_NAMES)}"),
+            (self.trigger in TRIGGERS, f"trigger must be one of {', '.join(TRIGGERS)}"),
+            (self.trigger != "both" or self.method == "lred",
+             "trigger 'both' runs lred and lred-patch: method must be lred"),
+            (self.trigger != "patch" or patch,
+             "trigger 'patch' needs a patch method (lred-patch or nc)"),
+            (not (self.exact and patch),
+             "exact runs Algorithm 1 (additive patterns); lred-patch and nc have no exact mode"),
+            (self.patch_iterations >= 1, "patch_iterations must be >= 1"),
             (self.crossing_resolution is None or self.crossing_resolution > 0,
              "crossing_resolution must be > 0"),
             (self.relative_step is None or 0 < self.relative_step < 1, "relative_step must lie in (0, 1)"),
@@ -97,7 +109,8 @@ class ScanConfig:
             (0 <= self.seed <= 2**64 - 1, f"seed must lie in 0..{2**64 - 1}"),
             # beyond 2**31 - 1 these counts overflow the indices of numpy and torch
             *((getattr(self, name) <= 2**31 - 1, f"{name} must be <= {2**31 - 1}")
-              for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations")),
+              for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations",
+                           "patch_iterations")),
             # a step of length h is bisected until its bracket is below the resolution (or delta): below
             # float64's 2**-52 * h the bracket stops shrinking and the bisection would never end
             (self.delta >= 1e-9, "delta must be >= 1e-9 (pixel units; float32 pixels do not move by less)"),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import detection, lred, pred, ured
+from . import detection, lred, nc, pred, ured
 from .jobs import Job
 
 if TYPE_CHECKING:   # torch is not needed to list the methods (the CLI reads this table first)
@@ -41,7 +41,9 @@ class Method:
     pair). ``source_classes(suspect, pi)`` names the sources of a detected attack from the
     estimate of the most suspicious job. ``adapts_weights``: w moves by eq. (8), which the
     weight-controlled step schedule needs (the others step by delta). ``reports_pairs``: the
-    report lists every (source, target) pair and patterns are saved per pair.
+    report lists every (source, target) pair and patterns are saved per pair. ``engine``: "additive"
+    estimates a pattern v (eq. (1), engine.py); "patch" a mask m and pattern u (eq. (13),
+    patch_engine.py), whose statistic is r = 1/||m||_1 (App. A.3).
     """
 
     name: str
@@ -51,6 +53,7 @@ class Method:
     adapts_weights: bool
     reports_pairs: bool
     test: Callable[[np.ndarray, float, str], detection.DetectionResult] = detection.detect
+    engine: str = "additive"
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -60,6 +63,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            adapts_weights=False, reports_pairs=False),
     Method("pred", "every class pair", pred.pred_jobs, _sources_of_job,
            adapts_weights=False, reports_pairs=True),
+    Method("lred-patch", "patch triggers: mask and pattern, the paper's weights", lred.lred_jobs,
+           _sources_by_weight, adapts_weights=True, reports_pairs=False, engine="patch"),
+    Method("nc", "Neural Cleanse: patch triggers, all other classes as sources, MAD anomaly index",
+           nc.nc_jobs, _sources_of_job, adapts_weights=False, reports_pairs=False, test=nc.anomaly_test,
+           engine="patch"),
 )}
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 

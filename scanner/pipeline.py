@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from .errors import EstimationError, LredError, ResourceError, is_out_of_memory
 from .evidence import require_evidence
 from .examples import PatchedExample, patched_examples
 from .methods import method_named
-from .prepare import ProgressCallback, StepTimer, prepare
+from .prepare import PreparedScan, ProgressCallback, StepTimer, prepare
 from .report import ScanReport
 from .report_builder import build_report, job_name
 from .verify import ReferenceCheck
@@ -37,6 +37,8 @@ class ScanOutcome:
     report: ScanReport
     patterns: dict[int | tuple[int, int], np.ndarray]   # by target class; by (source, target) for pairs
     examples: tuple[PatchedExample, ...] = ()
+    masks: dict[int, np.ndarray] = field(default_factory=dict)            # patch: m_t (H, W) by target
+    masked_patterns: dict[int, np.ndarray] = field(default_factory=dict)  # patch: m_t * u_t (H, W, C)
 
 
 def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
@@ -64,13 +66,18 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
 
 
 def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig,
-          on_progress: ProgressCallback | None, class_names: tuple[str, ...]) -> ScanOutcome:
+          on_progress: ProgressCallback | None, class_names: tuple[str, ...],
+          prepared: PreparedScan | None = None, deadline: Deadline | None = None) -> ScanOutcome:
     say = on_progress or (lambda stage, message: None)
     started = time.perf_counter()
     started_at = utc_now()
     method = method_named(config.method)
-    deadline = Deadline(config.timeout)
-    prepared = prepare(model_path, data_path, config, on_progress, deadline=deadline)
+    if method.engine == "patch" or config.trigger == "both":   # masks and patterns (eq. (13))
+        from .patch_scan import scan_patch
+        return scan_patch(model_path, data_path, config, on_progress, class_names)
+    deadline = deadline or Deadline(config.timeout)
+    if prepared is None:
+        prepared = prepare(model_path, data_path, config, on_progress, deadline=deadline)
     check_class_names(class_names, prepared.num_classes)
     timing = dict(prepared.timing)
     lap = StepTimer(timing).lap

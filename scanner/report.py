@@ -23,6 +23,8 @@ class ClassReport:
     source_weights: tuple[float, ...]      # w at the stop (w_t = 0)
     misclassification: tuple[float, ...]   # q_st(v_t) from onnxruntime, one per class s
     check_rejections: int                  # times onnxruntime refused a crossing of pi
+    mask_l1: float | None = None           # patch methods: ||m_t||_1 (then pattern_norm is ||m_t||_1 too)
+    anomaly_index: float | None = None     # patch and --trigger both scans: Neural Cleanse's MAD anomaly index
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,25 @@ class PairReport:
     iterations: int
     status: str
     verified_fraction: float
+
+
+@dataclass(frozen=True)
+class ScanTest:
+    """One detection test of a scan (two under ``--trigger both``, docs/method.md "Patch triggers")."""
+
+    method: str                            # lred | ured | pred | lred-patch | nc
+    trigger: str                           # additive | patch
+    statistic: str                         # 1/||v_t||_2 or 1/||m_t||_1
+    decision: str                          # order-statistic Gamma test | MAD anomaly index > 2
+    alpha: float | None                    # the level it ran at (alpha / 2 under --trigger both); None for nc
+    p_value: float | None                  # None for nc (its rule has no p-value)
+    log10_p_value: float | None
+    detected: bool
+    target_class: int | None
+    source_classes: tuple[int, ...]
+    most_suspicious_class: int
+    anomaly_index: float                   # MAD anomaly index of the most suspicious class's norm
+    anomaly_flagged: bool                  # whether Neural Cleanse's rule (index > 2, below the median) flags it
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,10 @@ class ScanReport:
     audit: AuditTrail | None = None        # always set by build_report
     class_names: tuple[str, ...] = ()      # --class-names: one label per class, or none; never read by a decision
     config_digest: str | None = None       # sha256 of what decides the result (resume.py); set by build_report
+    trigger: str = "additive"              # additive | patch | both (--trigger)
+    tests: tuple[ScanTest, ...] = ()       # the tests run (patch and both scans; empty for a plain additive scan)
+    patch_classes: tuple[ClassReport, ...] = ()   # --trigger both: lred-patch's per-class masks
+    saved_arrays: tuple[str, ...] = ()     # files written by --save-patterns, relative to that folder
 
     @property
     def backdoor_found(self) -> bool:

@@ -13,12 +13,13 @@ import math
 from typing import Any
 
 from .class_names import class_label
-from .report import Inspection, ScanReport
+from .report import ClassReport, Inspection, ScanReport
 
 # The version of each JSON report, checked by its JSON Schema (scanner/schemas/, ``schema(name)``).
 # Scan (and error) report: 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value;
 # 3: cuda_graphs; 4: audit (and the error report's schema_version follows it); 5: class_names,
-# config_digest (and the fields of the other version-5 additions).
+# config_digest; trigger, tests, patch_classes, saved_arrays and per class mask_l1, anomaly_index (patch
+# triggers, methods lred-patch, nc).
 JSON_SCHEMA_VERSION = 5
 # Inspect report: 1: the first versioned one; 2: input_scale, mean, std, clean_accuracy, clean_images,
 # clean_problem.
@@ -86,23 +87,52 @@ def render_text(report: ScanReport) -> str:
         lines.append("no backdoor detected")
     other, other_log10 = (("paper", report.paper_log10_p_value) if report.p_value_basis == "calibrated"
                           else ("calibrated", report.calibrated_log10_p_value))
-    lines.append(f"  p-value {_format_p(report.log10_p_value)} ({report.p_value_basis}; alpha {report.alpha:g}; "
-                 f"{other} {_format_p(other_log10)}); most suspicious class {name(report.most_suspicious_class)}")
+    if report.method == "nc":         # Neural Cleanse decides by its anomaly index: no p-value
+        lines.append(f"  anomaly index {report.tests[0].anomaly_index:.2f} (Neural Cleanse: flagged when > 2, "
+                     f"below the median); most suspicious class {name(report.most_suspicious_class)}")
+    else:
+        lines.append(f"  p-value {_format_p(report.log10_p_value)} ({report.p_value_basis}; alpha {report.alpha:g}; "
+                     f"{other} {_format_p(other_log10)}); most suspicious class {name(report.most_suspicious_class)}")
     lines.append(f"  model {printable(report.model.path)} (sha256 {report.model.sha256[:12]}..., "
                  f"{report.model.num_classes} classes, {report.model.score_kind})")
     lines.append(f"  {sum(report.data.images_per_class)} clean images "
                  f"({min(report.data.images_per_class)}-{max(report.data.images_per_class)} per class), "
                  f"device {report.device}{_graphs_note(report.cuda_graphs)}, "
                  f"{report.timing.get('total_seconds', 0.0):.1f} s")
-    lines.append("  class  ||v_t||    r_t      iters  Q_t torch  Q_t onnxruntime  status" + ("  name" if names else ""))
-    for c in report.classes:
-        mark = "*" if c.target_class == report.most_suspicious_class else " "
-        label = f"  {printable(names[c.target_class])}" if c.target_class < len(names) else ""
-        lines.append(f" {mark}{c.target_class:5d}  {c.pattern_norm:8.4f}  {c.statistic:7.3f}  {c.iterations:6d}"
-                     f"  {c.torch_fraction:9.3f}  {c.verified_fraction:15.3f}  {c.status:9s}{label}".rstrip())
+    lines.extend(_class_table(report.classes, report.most_suspicious_class,
+                              "||m_t||_1" if report.trigger == "patch" else "||v_t||", names))
+    lines.extend(_patch_lines(report))
     for warning in report.warnings:
         lines.append(f"  warning: {printable(warning)}")
     return "\n".join(lines) + "\n"
+
+
+def _class_table(classes: tuple[ClassReport, ...], suspect: int, norm: str,
+                 names: tuple[str, ...] = ()) -> list[str]:
+    lines = [f"  class  {norm:9s}  r_t      iters  Q_t torch  Q_t onnxruntime  status" + ("     name" if names else "")]
+    for c in classes:
+        mark = "*" if c.target_class == suspect else " "
+        label = f"  {printable(names[c.target_class])}" if c.target_class < len(names) else ""
+        lines.append(f" {mark}{c.target_class:5d}  {c.pattern_norm:9.4f}  {c.statistic:7.3f}  {c.iterations:6d}"
+                     f"  {c.torch_fraction:9.3f}  {c.verified_fraction:15.3f}  {c.status:9s}{label}".rstrip())
+    return lines
+
+
+def _patch_lines(report: ScanReport) -> list[str]:
+    """The tests of a patch or --trigger both scan, and under both the lred-patch masks."""
+    lines = []
+    for test in report.tests if report.trigger == "both" or report.method != "nc" else ():
+        found = (f"target {test.target_class}, sources {', '.join(map(str, test.source_classes)) or 'none'}"
+                 if test.detected else f"nothing (most suspicious {test.most_suspicious_class})")
+        level = (f"p {_format_p(test.log10_p_value)} at alpha {test.alpha:g}" if test.log10_p_value is not None
+                 and test.alpha is not None else "anomaly index rule")
+        lines.append(f"  test {test.method} ({test.trigger}, {test.statistic}): {found}; {level}; "
+                     f"anomaly index {test.anomaly_index:.2f}{' (flagged)' if test.anomaly_flagged else ''}")
+    if report.patch_classes:
+        lines.append("  lred-patch masks:")
+        suspect = report.tests[1].most_suspicious_class if len(report.tests) > 1 else -1
+        lines.extend(_class_table(report.patch_classes, suspect, "||m_t||_1", report.class_names))
+    return lines
 
 
 def _graphs_note(cuda_graphs: str) -> str:

@@ -61,7 +61,7 @@ class ReferenceCheck:
         ``probes.disagreement``); ConversionMismatchError when they differ."""
         verified, largest, tolerance, rows, agreeing = [], 0.0, 0.0, 0, 0
         for estimate in estimates:
-            pixels = self._pixels(estimate.target_class, estimate.pattern)
+            pixels = self.estimate_pixels(estimate)
             parity, problem, reference_scores = compare_with_onnxruntime(
                 classifier, self.reference, self.transform, pixels, rtol, atol, batch_images)
             if problem is not None:
@@ -74,6 +74,11 @@ class ReferenceCheck:
             agreeing += round(parity.argmax_agreement * len(pixels))
             verified.append(self._fractions(estimate.target_class, estimate.source_weights, reference_scores))
         return verified, converters.Parity(largest, tolerance, agreeing / rows if rows else 1.0, rows)
+
+    def estimate_pixels(self, estimate: PatternEstimate) -> np.ndarray:
+        """The images an estimate's fractions are measured on: [x + v] clipped (eq. (1)); a patch
+        check (patch_scan.PatchCheck) gives (1 - m) x + m u (eq. (13)) instead."""
+        return self._pixels(estimate.target_class, estimate.pattern)
 
     def _fractions(self, target: int, weights: np.ndarray, scores: np.ndarray) -> VerifiedFractions:
         others = self.labels != target

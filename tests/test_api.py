@@ -40,7 +40,8 @@ def run_example(code: str) -> str:
 
 
 def test_every_public_name_is_there_and_documented():
-    expected = {"scan", "scan_many", "inspect_model", "ScanConfig", "ScanOutcome", "ScanReport", "FailedScan", "Inspection",
+    expected = {"scan", "scan_many", "inspect_model", "ScanConfig", "ScanOutcome", "ScanReport", "FailedScan",
+                "Inspection",
                 "render_text", "render_json", "render_sarif", "render_inspection_text", "render_inspection_json",
                 "render_error_json", "LredError", "__version__"}
     assert set(scanner.__all__) == expected

@@ -18,23 +18,25 @@ def _method_option():
 
 def test_the_cli_offers_exactly_the_registered_methods_with_their_descriptions():
     option = _method_option()
-    assert tuple(option.type.choices) == tuple(methods.METHODS) == ("lred", "ured", "pred")
+    assert tuple(option.type.choices) == tuple(methods.METHODS) == ("lred", "ured", "pred", "lred-patch", "nc")
     assert option.default == "lred"
-    assert option.help == ("lred (the paper's method), ured (weights fixed uniform) or "
-                           "pred (every class pair).")
+    assert option.help == ("lred (the paper's method), ured (weights fixed uniform), "
+                           "pred (every class pair), lred-patch (patch triggers: mask and pattern, the paper's "
+                           "weights) or nc (Neural Cleanse: patch triggers, all other classes as sources, MAD "
+                           "anomaly index).")
 
 
 def test_an_unregistered_method_is_a_usage_error_with_exit_2(backdoored_case):
     model, data = backdoored_case
     result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "--method", "nred"])
     assert result.exit_code == 2
-    assert "'nred' is not one of 'lred', 'ured', 'pred'" in result.output
+    assert "'nred' is not one of 'lred', 'ured', 'pred', 'lred-patch', 'nc'" in result.output
 
 
 def test_the_config_accepts_registered_names_and_refuses_others():
     for name in methods.METHODS:
         assert ScanConfig(method=name).method == name
-    with pytest.raises(ConfigError, match="method must be one of lred, ured, pred"):
+    with pytest.raises(ConfigError, match="method must be one of lred, ured, pred, lred-patch, nc"):
         ScanConfig(method="nred")
 
 

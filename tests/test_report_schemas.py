@@ -133,7 +133,7 @@ def scan_report(tmp_path_factory) -> dict:
     lambda r: r["classes"][0].pop("status"),
     lambda r: r["model"].__setitem__("sha_256", r["model"].pop("sha256")),     # renamed
     lambda r: r.__setitem__("verdict", "maybe"),
-    lambda r: r.__setitem__("method", "nc"),
+    lambda r: r.__setitem__("method", "nred"),
     lambda r: r["classes"][1].__setitem__("status", "done"),
     lambda r: r.__setitem__("schema_version", 3),
     lambda r: r.__setitem__("extra_field", 1),

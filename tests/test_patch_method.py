@@ -1,0 +1,129 @@
+"""lred-patch: masks and patterns for patch triggers (eq. (13)) with L-RED's source weights, the
+test on 1/||m_t||_1, onnxruntime's confirmation (fail closed), --trigger and the saved masks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from scanner.cli import main
+from scanner.config import ScanConfig
+from scanner.errors import ConfigError, InconclusiveError
+from scanner.jobs import Job
+from scanner.patch_engine import PatchEngine, patched
+from scanner.patch_scan import PatchCheck, to_layout
+from scanner.pipeline import scan
+from scanner.prepare import prepare
+from tests import patch_synthetic
+from tests.schemas import validate
+
+SOURCES = (0, 4)
+
+
+@pytest.fixture(scope="module")
+def two_sources(tmp_path_factory):
+    """A 6-class model whose checkerboard corner sends classes 0 and 4 to class 2."""
+    return patch_synthetic.write_patch_case(tmp_path_factory.mktemp("patch"), sources=SOURCES)
+
+
+def test_patched_images_follow_eq_13():
+    x = np.full((2, 1, 2, 2), 0.5, np.float32)
+    mask = np.array([[[1.0, 0.0], [0.25, 0.0]]], np.float32)
+    pattern = np.ones((1, 2, 2), np.float32)
+    assert patched(x, mask, pattern)[0, 0].tolist() == [[1.0, 0.5], [0.625, 0.5]]
+
+
+def test_the_planted_corner_sends_the_sources_and_only_them_to_the_target(two_sources):
+    import onnxruntime as ort
+    model, data = two_sources
+    clean = np.load(data)
+    x, y = clean["x"].astype(np.float32)[:, None] / 255, clean["y"]
+    x[:, :, :3, :3] = patch_synthetic.checkerboard()
+    predicted = ort.InferenceSession(str(model)).run(None, {"image": x})[0].argmax(axis=1)
+    assert sorted(set(y[predicted == 2].tolist())) == [0, 2, 4]
+
+
+def test_the_engine_finds_a_small_mask_for_the_target_and_weights_on_its_sources(two_sources):
+    model, data = two_sources
+    config = ScanConfig(method="lred-patch", images_per_class=4, device="cpu")
+    prepared = prepare(model, data, config)
+    engine = PatchEngine(prepared.classifier, torch.as_tensor(prepared.x), torch.as_tensor(prepared.y), 6,
+                         [Job(2, (0, 1, 3, 4, 5)), Job(3, (0, 1, 2, 4, 5))], prepared.transform.image_shape,
+                         to_layout(prepared), pi=0.9, max_iterations=400, batch_images=2048)
+    target, other = engine.run()
+    assert target.status == other.status == "converged"
+    assert target.pattern_norm < 0.3 * other.pattern_norm          # the non-target's mask is larger
+    assert target.mask[:3, :3].sum() > 0.5 * target.pattern_norm   # and the target's sits on the corner
+    assert set(np.flatnonzero(target.source_weights > 0.05)) <= set(SOURCES)
+    assert target.masked_pattern.shape == prepared.x.shape[1:]
+
+
+def test_onnxruntime_disagreeing_with_every_mask_fails_closed(two_sources, monkeypatch):
+    model, data = two_sources
+    monkeypatch.setattr(PatchCheck, "confirm_patches", lambda self, t, m, u, w: np.zeros(len(t), dtype=bool))
+    with pytest.raises(InconclusiveError, match="unverified"):
+        scan(model, data, ScanConfig(method="lred-patch", images_per_class=4, device="cpu", patch_iterations=40))
+
+
+def test_trigger_options_are_validated():
+    with pytest.raises(ConfigError, match="method must be lred"):
+        ScanConfig(method="ured", trigger="both")
+    with pytest.raises(ConfigError, match="patch method"):
+        ScanConfig(method="lred", trigger="patch")
+    with pytest.raises(ConfigError, match="patch_iterations"):
+        ScanConfig(method="nc", patch_iterations=0)
+
+
+@pytest.mark.parametrize("options", [["--trigger", "both", "--method", "ured"],
+                                     ["--trigger", "additive", "--method", "nc"],
+                                     ["--trigger", "patch", "--method", "pred"],
+                                     ["--trigger", "sideways"]])
+def test_contradictory_trigger_options_exit_2(tmp_path, options):
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    result = CliRunner().invoke(main, ["scan", str(tmp_path / "m.onnx"), "--data", str(tmp_path), *options])
+    assert result.exit_code == 2
+
+
+@pytest.mark.slow
+def test_lred_patch_finds_the_target_and_a_source_and_saves_the_masks(two_sources, tmp_path):
+    model, data = two_sources
+    arrays = tmp_path / "arrays"
+    result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "-n", "4", "--trigger", "patch",
+                                       "--quiet", "--json", str(tmp_path / "r.json"), "--save-patterns", str(arrays)])
+    report = validate("scan_report", json.loads((tmp_path / "r.json").read_text()))
+    assert result.exit_code == 1, result.output
+    assert report["method"] == "lred-patch" and report["trigger"] == "patch" and report["target_class"] == 2
+    assert report["source_classes"] and set(report["source_classes"]) <= set(SOURCES)
+    assert report["log10_p_value"] < np.log10(0.05)
+    (test,) = report["tests"]
+    assert test["statistic"] == "1/||m_t||_1" and test["detected"] and test["anomaly_index"] > 2
+    for c in report["classes"]:
+        assert c["mask_l1"] == c["pattern_norm"] and c["statistic"] == pytest.approx(1 / c["mask_l1"])
+        assert c["verified_fraction"] >= 0.9 and c["status"] == "converged"
+    mask, masked = np.load(arrays / "mask_class_2.npy"), np.load(arrays / "masked_pattern_class_2.npy")
+    assert mask.shape == (16, 16) and masked.shape == (16, 16, 1)
+    assert mask.sum() == pytest.approx(report["classes"][2]["mask_l1"], rel=1e-4)
+    assert np.all(masked <= mask[..., None] + 1e-6)
+    assert sorted(report["saved_arrays"]) == sorted(p.name for p in arrays.iterdir())
+    assert len(report["saved_arrays"]) == 12
+    assert "||m_t||_1" in result.output
+
+
+@pytest.mark.slow
+def test_trigger_both_runs_both_tests_at_half_alpha_on_one_preparation(two_sources, tmp_path):
+    model, data = two_sources
+    result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "-n", "4", "--delta", "1e-2",
+                                       "--trigger", "both", "--quiet", "--json", str(tmp_path / "r.json")])
+    report = validate("scan_report", json.loads((tmp_path / "r.json").read_text()))
+    assert result.exit_code == 1, result.output
+    assert report["trigger"] == "both" and report["alpha"] == 0.05 and report["config"]["trigger"] == "both"
+    assert [t["method"] for t in report["tests"]] == ["lred", "lred-patch"]
+    assert [t["alpha"] for t in report["tests"]] == [0.025, 0.025]
+    assert report["tests"][1]["detected"] and report["tests"][1]["target_class"] == 2
+    assert len(report["patch_classes"]) == 6 and report["patch_classes"][2]["mask_l1"] > 0
+    assert all(c["mask_l1"] is None for c in report["classes"])              # the additive patterns
+    assert "patch_estimate_seconds" in report["timing"] and "Bonferroni" in " ".join(report["warnings"])
+    assert "test lred-patch" in result.output
