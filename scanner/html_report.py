@@ -105,6 +105,19 @@ def _patterns(outcome: ScanOutcome, labels: Sequence[str]) -> tuple[list[dict[st
     return tiles, note
 
 
+def _masks(outcome: ScanOutcome, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Patch scans (eq. (13)): each class's mask m_t (white = 1) and masked pattern m_t * u_t, as
+    estimated; the most suspicious class of the patch test is framed."""
+    report = outcome.report
+    patch_test = next((t for t in report.tests if t.trigger == "patch"), None)
+    suspect = patch_test.most_suspicious_class if patch_test is not None else report.most_suspicious_class
+    norms = {c.target_class: c.pattern_norm for c in (report.patch_classes or report.classes)}
+    return [{"name": f"class {labels[t]}", "suspect": t == suspect, "l1": norms.get(t, math.nan),
+             "mask": data_uri(plots.image_tile(np.asarray(outcome.masks[t])[..., None])),
+             "masked": data_uri(plots.image_tile(outcome.masked_patterns[t]))}
+            for t in sorted(outcome.masks) if t in outcome.masked_patterns]
+
+
 def _examples(outcome: ScanOutcome, labels: Sequence[str]) -> list[dict[str, Any]]:
     target = outcome.report.most_suspicious_class
     return [{"source": labels[e.source_class], "original": data_uri(plots.image_tile(e.original)),
@@ -138,7 +151,7 @@ def context(outcome: ScanOutcome) -> dict[str, Any]:
                                                         report.null_gamma_shape, report.null_gamma_scale,
                                                         lines, suspect, labels)),
         "patterns": tiles, "patterns_note": note, "channels": channels,
-        "examples": _examples(outcome, labels),
+        "examples": _examples(outcome, labels), "masks": _masks(outcome, labels),
         "weights_plot": data_uri(plots.source_weights_plot(weights, suspect, labels)) if k > 1 else None,
         "config": sorted(report.config.items()), "versions": sorted(report.versions.items()),
         "timing": sorted(report.timing.items()),

@@ -127,3 +127,25 @@ def test_trigger_both_runs_both_tests_at_half_alpha_on_one_preparation(two_sourc
     assert all(c["mask_l1"] is None for c in report["classes"])              # the additive patterns
     assert "patch_estimate_seconds" in report["timing"] and "Bonferroni" in " ".join(report["warnings"])
     assert "test lred-patch" in result.output
+
+
+@pytest.mark.slow
+def test_the_html_report_of_a_patch_scan_shows_every_mask_and_masked_pattern(two_sources, tmp_path):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    model, data = two_sources
+    page = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "-n", "4", "--trigger", "patch",
+                                       "--quiet", "--html", str(page), "--class-names", "a,b,c,d,e,f"])
+    assert result.exit_code == 1, result.output
+    text = page.read_text()
+    masks = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="mask of class \d \((\w)\)"', text)
+    masked = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="masked pattern of class \d \((\w)\)"', text)
+    assert [name for _, name in masks] == list("abcdef") == [name for _, name in masked]
+    for encoded, _ in masks + masked:
+        assert Image.open(io.BytesIO(base64.b64decode(encoded))).size[0] >= 16
+    assert re.search(r'class="suspect">\s*<img src="[^"]+" alt="mask of class 2 \(c\)"', text)
