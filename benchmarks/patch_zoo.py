@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -264,9 +265,8 @@ def build_one(spec: ModelSpec, out: Path, data: tuple[np.ndarray, ...], settings
     for attempt in range(settings.attempts if attack else 1):
         rng = np.random.default_rng([spec.seed, attempt, 7])
         if attack:
-            trigger = attack["trigger"]
             x, y, chosen = fmnist.poison(x_train, y_train, attack["source_classes"], attack["target_class"],
-                                         per_source, rng, lambda images, r=rng, t=trigger: apply_trigger(images, t, r))
+                                         per_source, rng, partial(apply_trigger, trigger=attack["trigger"], rng=rng))
         else:
             x, y, chosen = x_train, y_train, np.array([], dtype=np.int64)
         started = time.perf_counter()
