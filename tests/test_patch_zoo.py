@@ -143,3 +143,20 @@ def test_a_tiny_build_that_does_not_take_is_rebuilt_with_more_poison_and_listed_
     assert len(table) == 2 + 3
     assert table[2].startswith("| mlp-solid1-s0 | solid-1 | ") and "| no (2 builds) |" in table[2]
     assert table[3] == "| mlp-solid3-s0 | solid-3 | not built |" + " |" * 8
+
+
+def test_a_tiny_rgb_build_exports_a_3x32x32_model_and_rgb_clean_images(pz: ModuleType, tmp_path: Path) -> None:
+    import onnx
+
+    rng = np.random.default_rng(1)
+    x_train = rng.integers(0, 256, (200, 32, 32, 3)).astype(np.uint8)
+    x_test = rng.integers(0, 256, (100, 32, 32, 3)).astype(np.uint8)
+    y_train, y_test = np.arange(200) % 10, np.arange(100) % 10
+    settings = pz.zoo.BuildSettings(epochs=1, attempts=1, clean_per_class=3)
+    spec = pz.ModelSpec("cnn32", "glyph", 3, 0)
+    record = pz.build_one(spec, tmp_path, (x_train, y_train, x_test, y_test), settings, lambda m: None)
+    dims = onnx.load(str(tmp_path / spec.name / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value or d.dim_param for d in dims] == ["batch", 3, 32, 32]
+    assert np.load(tmp_path / spec.name / "clean.npz")["x"].shape == (30, 32, 32, 3)
+    assert np.load(tmp_path / spec.name / "trigger.npz")["pattern"].shape == (32, 32, 3)
+    assert record["input"].startswith("image float32 (N,3,32,32)") and 0.0 <= record["attack_success_rate"] <= 1.0
