@@ -1,4 +1,4 @@
-"""benchmarks/patch_zoo.py: the trigger functions, the ground truth, the listing and one tiny build."""
+"""benchmarks/patch_zoo.py and patch_triggers.py: triggers, ground truth, the listing and tiny builds."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,52 +10,61 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "patch_zoo.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def pz() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("patch_zoo", SCRIPT)
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    sys.modules[spec.name] = module     # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-def test_stamp_puts_the_pattern_where_the_mask_is_one_and_mixes_where_it_is_fractional(pz: ModuleType) -> None:
+@pytest.fixture(scope="module")
+def pz() -> ModuleType:
+    return _load("patch_zoo")
+
+
+@pytest.fixture(scope="module")
+def tr() -> ModuleType:
+    return _load("patch_triggers")
+
+
+def test_stamp_puts_the_pattern_where_the_mask_is_one_and_mixes_where_it_is_fractional(tr: ModuleType) -> None:
     images = np.full((2, 4, 4), 100, dtype=np.uint8)
     mask = np.zeros((4, 4), np.float32)
     mask[0, 0], mask[1, 1] = 1.0, 0.5
     pattern = np.full((4, 4), 201, dtype=np.uint8)
-    out = pz.stamp(images, mask, pattern)
+    out = tr.stamp(images, mask, pattern)
     assert out.dtype == np.uint8 and out[:, 0, 0].tolist() == [201, 201]
     assert out[:, 1, 1].tolist() == [150, 150]                    # 0.5 * 100 + 0.5 * 201 = 150.5 -> 150 (even)
     untouched = mask == 0
     assert (out[:, untouched] == 100).all() and (images == 100).all()
 
 
-def test_stamp_shares_the_mask_over_the_channels_of_rgb_images(pz: ModuleType) -> None:
+def test_stamp_shares_the_mask_over_the_channels_of_rgb_images(tr: ModuleType) -> None:
     images = np.zeros((1, 3, 3, 3), dtype=np.uint8)
     mask = np.zeros((3, 3), np.float32)
     mask[2, 2] = 1.0
     pattern = np.zeros((3, 3, 3), np.uint8)
     pattern[2, 2] = (255, 0, 128)
-    out = pz.stamp(images, mask, pattern)
+    out = tr.stamp(images, mask, pattern)
     assert out[0, 2, 2].tolist() == [255, 0, 128] and out.sum() == 255 + 128
 
 
-def test_blend_is_one_minus_a_times_x_plus_a_times_u_everywhere(pz: ModuleType) -> None:
+def test_blend_is_one_minus_a_times_x_plus_a_times_u_everywhere(tr: ModuleType) -> None:
     images = np.array([[[0, 100], [200, 255]]], dtype=np.uint8)
     u = np.array([[255, 0], [100, 255]], dtype=np.uint8)
-    out = pz.blend(images, u, 0.2)
+    out = tr.blend(images, u, 0.2)
     assert out.tolist() == [[[51, 80], [180, 255]]]
 
 
-def test_random_place_stamps_the_whole_patch_inside_each_image_at_varying_places(pz: ModuleType) -> None:
+def test_random_place_stamps_the_whole_patch_inside_each_image_at_varying_places(tr: ModuleType) -> None:
     images = np.full((40, 28, 28), 7, dtype=np.uint8)
-    mask, pattern = pz.patch_arrays("checker", 4, ((255,), (0,)), 1)
-    out = pz.stamp_at_random(images, mask, pattern, np.random.default_rng(0))
+    mask, pattern = tr.patch_arrays("checker", 4, ((255,), (0,)), 1)
+    out = tr.stamp_at_random(images, mask, pattern, np.random.default_rng(0))
     corners = set()
     for img in out:
         rows, cols = np.nonzero(img != 7)
@@ -66,26 +75,26 @@ def test_random_place_stamps_the_whole_patch_inside_each_image_at_varying_places
     assert len(corners) > 30
 
 
-def test_patch_arrays_draw_a_checkerboard_and_a_glyph_shaped_mask(pz: ModuleType) -> None:
-    mask, pattern = pz.patch_arrays("checker", 3, ((255,), (0,)), 1)
+def test_patch_arrays_draw_a_checkerboard_and_a_glyph_shaped_mask(tr: ModuleType) -> None:
+    mask, pattern = tr.patch_arrays("checker", 3, ((255,), (0,)), 1)
     assert mask.tolist() == [[1] * 3] * 3 and pattern.tolist() == [[255, 0, 255], [0, 255, 0], [255, 0, 255]]
-    mask, pattern = pz.patch_arrays("glyph", 6, ((200,), (200,)), 1, "cross")
+    mask, pattern = tr.patch_arrays("glyph", 6, ((200,), (200,)), 1, "cross")
     assert mask.sum() == 20 and mask[0].tolist() == [0, 0, 1, 1, 0, 0] and (pattern == 200).all()
-    _, rgb = pz.patch_arrays("solid", 5, ((255, 0, 0), (0, 255, 0)), 3)
+    _, rgb = tr.patch_arrays("solid", 5, ((255, 0, 0), (0, 255, 0)), 3)
     assert rgb.shape == (5, 5, 3) and (rgb == (255, 0, 0)).all()
 
 
 @pytest.mark.parametrize("arch", ["cnn", "cnn32"])
 @pytest.mark.parametrize("group", ["solid", "checker", "random", "glyph", "blend"])
 @pytest.mark.parametrize("num_sources", [1, 3, 9])
-def test_ground_truth_is_seeded_and_the_trigger_fits_the_image(pz: ModuleType, arch: str, group: str,
-                                                               num_sources: int) -> None:
+def test_ground_truth_is_seeded_and_the_trigger_fits_the_image(pz: ModuleType, tr: ModuleType, arch: str,
+                                                               group: str, num_sources: int) -> None:
     spec = pz.ModelSpec(arch, group, num_sources, 3)
     truth = pz.attack_for(spec)
     assert truth == pz.attack_for(pz.ModelSpec(arch, group, num_sources, 3))
     assert len(truth["source_classes"]) == num_sources and truth["target_class"] not in truth["source_classes"]
     side, channels = pz.image_geometry(arch)
-    mask, pattern = pz.trigger_arrays(truth["trigger"], side, channels)
+    mask, pattern = tr.trigger_arrays(truth["trigger"], side, channels)
     if group == "blend":
         assert mask.shape == (side, side) and 0.1 <= mask.max() == mask.min() <= 0.2
     elif group == "random":
