@@ -1,0 +1,91 @@
+"""benchmarks/patch_benchmark.py: method resolution, scoring and the results key (no scans run here)."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from scanner.config import ScanConfig
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "patch_benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("patch_benchmark", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_registered_method_gives_a_seeded_config_at_n_images_per_class(bench: ModuleType) -> None:
+    make = bench.resolve_method("lred", 8, None)
+    config = make(3)
+    assert (config.method, config.images_per_class, config.seed, config.device) == ("lred", 8, 3, "cpu")
+
+
+def test_a_method_missing_from_the_registry_is_skipped_with_the_reason(bench: ModuleType) -> None:
+    reason = bench.resolve_method("no-such-method", 8, None)
+    assert isinstance(reason, str) and "'no-such-method' is not in the registry" in reason and "lred" in reason
+
+
+def test_the_both_trigger_runs_only_where_the_config_has_a_trigger_field(bench: ModuleType) -> None:
+    resolved = bench.resolve_method("lred:both", 8, None)
+    if "trigger" in {f.name for f in dataclasses.fields(ScanConfig)}:
+        assert not isinstance(resolved, str) and resolved(0).trigger == "both"
+    else:
+        assert resolved == "ScanConfig has no 'trigger' field here, so 'lred:both' cannot run"
+
+
+def test_the_results_key_changes_with_the_config_and_the_clean_data(bench: ModuleType) -> None:
+    a = bench.config_key(ScanConfig(seed=0), "d1")
+    assert a == bench.config_key(ScanConfig(seed=0), "d1") and len(a) == 12
+    assert len({a, bench.config_key(ScanConfig(seed=1), "d1"), bench.config_key(ScanConfig(seed=0), "d2")}) == 3
+
+
+TRUTH = {"target_class": 4, "source_classes": [1, 2, 3]}
+
+
+@pytest.mark.parametrize(("verdict", "target", "sources", "expected"), [
+    ("backdoor", 4, [3, 2, 1], {"detected": True, "wrong_target": False, "right_sources": True, "jaccard": 1.0}),
+    ("backdoor", 4, [1, 2, 5], {"detected": True, "wrong_target": False, "right_sources": False, "jaccard": 0.5}),
+    ("backdoor", 7, [1, 2, 3], {"detected": False, "wrong_target": True, "right_sources": False, "jaccard": None}),
+    ("clean", None, [], {"detected": False, "wrong_target": False, "right_sources": False, "jaccard": None}),
+    ("error", None, [], {"detected": False, "wrong_target": False, "right_sources": False, "jaccard": None}),
+])
+def test_an_attack_counts_only_with_the_right_target_and_sources_must_match_exactly(
+        bench: ModuleType, verdict: str, target: int | None, sources: list[int], expected: dict) -> None:
+    trial = {"verdict": verdict, "target_class": target, "source_classes": sources}
+    assert bench.score(trial, TRUTH) == {"kind": "attack", **expected}
+
+
+def test_summary_counts_detections_sources_false_positives_errors_and_mean_seconds(bench: ModuleType) -> None:
+    trials = [{"verdict": v, "target_class": t, "source_classes": s, "seconds": secs}
+              for v, t, s, secs in [("backdoor", 4, [1, 2, 3], 10.0), ("backdoor", 4, [1], 20.0),
+                                    ("clean", None, [], 30.0), ("error", None, [], 40.0)]]
+    for trial in trials:
+        trial["score"] = bench.score(trial, TRUTH)
+    clean = [{"verdict": v, "target_class": None, "source_classes": [], "seconds": 5.0} for v in ("backdoor", "clean")]
+    for trial in clean:
+        trial["score"] = bench.score(trial, None)
+    summary = bench.summarize(trials + clean)
+    assert summary == {"attacks": 4, "detected": 2, "wrong_target": 0, "right_sources": 1,
+                       "mean_jaccard": pytest.approx((1 + 1 / 3) / 2), "clean_trials": 2, "false_positives": 1,
+                       "errors": 1, "mean_seconds": pytest.approx(110 / 6)}
+
+
+def test_zoo_models_leave_out_attacks_that_did_not_take_and_follow_the_subset(bench: ModuleType,
+                                                                              tmp_path: Path) -> None:
+    models = [{"name": "cnn-solid1-s0", "attack_took": True}, {"name": "cnn-blend1-s0", "attack_took": False},
+              {"name": "mlp-clean-s0", "attack_took": True}]
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": models}))
+    chosen, not_taken = bench.zoo_models([tmp_path], ["cnn-*"])
+    assert [m["name"] for m in chosen] == ["cnn-solid1-s0"] and chosen[0]["zoo"] == tmp_path.name
+    assert chosen[0]["folder"] == str(tmp_path / "cnn-solid1-s0") and not_taken == [f"{tmp_path.name}/cnn-blend1-s0"]
