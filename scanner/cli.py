@@ -148,6 +148,10 @@ def main() -> None:
               help="Images per forward/backward chunk; lower it to bound memory.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="Stop the scan (exit 2) when it runs longer than this; onnxruntime runs are cut off too.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Split the pattern estimations over the workers of the Dask scheduler at ADDRESS "
+                   "(tcp://host:8786); same report as a local scan. Needs pip install 'lred[cluster]' "
+                   "(docs/cluster.md).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the machine-readable report here (also written, with verdict 'error', on failure).")
 @click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -159,8 +163,8 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
          weight_update_length: float, images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
-         timeout: float | None, json_path: Path | None, save_patterns: Path | None, quiet: bool,
-         debug: bool) -> None:
+         timeout: float | None, scheduler: str | None, json_path: Path | None, save_patterns: Path | None,
+         quiet: bool, debug: bool) -> None:
     """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
     _reuse_freed_memory()
     from .reporters import render_json, render_text
@@ -179,8 +183,12 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
                             cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images,
                             timeout=timeout)
         _readable(model, data)
-        from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
-        outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
+        if scheduler is not None:             # Dask and the scheduler are checked before torch loads
+            from .cluster import scan_on_cluster
+            outcome = scan_on_cluster(scheduler, model, data, config, on_progress=_Progress(quiet))
+        else:
+            from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
+            outcome = run_scan(model, data, config, on_progress=_Progress(quiet))
         if save_patterns is not None:
             _save_patterns(save_patterns, outcome.patterns)
         if json_path is not None:
