@@ -107,16 +107,22 @@ def estimate_group(model: Any, data: Any, config: ScanConfig, indices: list[int]
     """The task of one group (runs on a worker): prepare the scan from the shipped files and run
     Algorithm 1 for the jobs ``indices``. An LredError is returned, not raised: it is the same on
     every worker, so the scheduler must not retry it."""
+    from .deadline import Deadline
     from .methods import method_named
     from .pipeline import estimate_locally
     from .prepare import prepare
 
+    deadline = Deadline(config.timeout)     # the worker's own bound: Dask cannot stop a running task
+
+    def progress(iteration: int, finished: int, total: int) -> None:
+        deadline.check(f"estimating patterns on a worker ({finished}/{total} done after {iteration} iterations)")
+
     try:
         with tempfile.TemporaryDirectory(prefix="lred-worker-") as folder:
             prepared = prepare(model.materialize(Path(folder, "model")), data.materialize(Path(folder, "data")),
-                               config)
+                               config, deadline=deadline)
             jobs = method_named(config.method).jobs(prepared.num_classes)
-            estimates = estimate_locally(prepared, config, [jobs[i] for i in indices])
+            estimates = estimate_locally(prepared, config, [jobs[i] for i in indices], progress)
             return GroupResult(indices, estimates, fingerprint(prepared), str(prepared.device))
     except LredError as exc:
         return _with_origins(exc, folder, model, data)
@@ -171,7 +177,7 @@ class ClusterEstimate:
                                          f"{len(estimates)}/{len(jobs)} in all")
                 progress(max((e.iterations for e in estimates.values()), default=0), len(estimates), len(jobs))
         finally:
-            self.client.cancel([f for f in futures if not f.done()])
+            _cancel(self.client, [f for f in futures if not f.done()])
         missing = [jobs[i].target for i in range(len(jobs)) if i not in estimates]
         if missing:      # cannot happen with every group returned; never merge an incomplete set
             raise ClusterError(f"the cluster returned no estimate for classes {missing[:5]}")
@@ -208,10 +214,9 @@ def scan_on_cluster(address: str, model_path: str | os.PathLike, data_path: str 
                     groups: int | None = None) -> ScanOutcome:
     """``lred scan --scheduler ADDRESS``: one model, its pattern estimations split over the
     cluster's workers; the report is the one ``pipeline.scan`` gives (module docstring)."""
-    require_distributed()
+    client = connect(address)               # before torch loads: a missing extra or scheduler fails fast
     from .pipeline import scan
 
-    client = connect(address)
     try:
         return scan(model_path, data_path, config, on_progress,
                     estimate=ClusterEstimate(client, model_path, data_path, groups, on_progress))
@@ -275,7 +280,13 @@ def scan_models(client: Client, model_paths: Iterable[str | os.PathLike], data_p
             yield path, _outcome(future, distributed)
             future.release()
     finally:
-        client.cancel(list(running))
+        _cancel(client, list(running))
+
+
+def _cancel(client: Client, futures: list) -> None:
+    """Cancel what is still on the cluster (a running task finishes there; its result is dropped)."""
+    if futures and client.status == "running":
+        client.cancel(futures)
 
 
 def _outcome(future: Any, distributed: Any) -> ScanOutcome | Exception:
