@@ -147,6 +147,22 @@ def test_many_models_map_to_one_outcome_each_with_their_own_paths(client, tmp_pa
     assert type(found[broken]).__name__ == "ModelError" and str(broken) in str(found[broken])
 
 
+def _kill_a_busy_worker(client, runner: threading.Thread) -> int:
+    """Start ``runner`` and SIGKILL the first worker process seen running a task; its pid."""
+    client.wait_for_workers(2, timeout=120)          # a worker killed by an earlier test is back
+    runner.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and runner.is_alive():
+        busy = [address for address, stack in client.call_stack().items() if stack]
+        if busy:
+            time.sleep(0.5)                           # into the task, not at its first line
+            pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+            os.kill(pid, signal.SIGKILL)
+            return pid
+        time.sleep(0.05)
+    raise AssertionError("no task was seen running")
+
+
 @needs_dask
 def test_a_worker_killed_mid_task_loses_no_result(client, tmp_path):
     """SIGKILL the worker process running a scan: the scheduler reruns the task on the other
@@ -156,20 +172,23 @@ def test_a_worker_killed_mid_task_loses_no_result(client, tmp_path):
     paths, data = [cases["to2"][0], cases["clean"][0]], cases["to2"][1]
     results: list = []
     runner = threading.Thread(target=lambda: results.extend(scan_models(client, paths, data, SLOW_SYNTHETIC)))
-    runner.start()
-    killed = None
-    deadline = time.monotonic() + 60
-    while killed is None and time.monotonic() < deadline and runner.is_alive():
-        busy = [address for address, stack in client.call_stack().items() if stack]
-        if busy:
-            time.sleep(0.5)                         # into the scan, not at its first line
-            killed = client.run(os.getpid, workers=busy[:1])[busy[0]]
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.05)
+    _kill_a_busy_worker(client, runner)
     runner.join(timeout=600)                         # a bound for a hang: about 20 s on 2 quiet cores
-    assert killed is not None, "no task was seen running"
     assert not runner.is_alive()
     assert sorted(str(p) for p, _ in results) == sorted(str(p) for p in paths)
     for path, outcome in results:
         assert not isinstance(outcome, Exception), outcome
         _same_estimates(outcome, scan(path, data, SLOW_SYNTHETIC))
+
+
+@needs_dask
+def test_a_worker_killed_during_a_split_scan_changes_no_estimate(client, backdoored_case):
+    from scanner.cluster import ClusterEstimate
+    model, data = backdoored_case
+    outcomes: list = []
+    runner = threading.Thread(target=lambda: outcomes.append(
+        scan(model, data, SLOW_SYNTHETIC, estimate=ClusterEstimate(client, model, data))))
+    _kill_a_busy_worker(client, runner)
+    runner.join(timeout=600)
+    assert not runner.is_alive() and len(outcomes) == 1
+    _same_estimates(outcomes[0], scan(model, data, SLOW_SYNTHETIC))
