@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "pip install 'lred[cluster]'"
 WAIT_SECONDS = 1.0          # how often the driver checks --timeout while workers estimate
+POLL_SECONDS = 0.05         # how often the driver looks for finished tasks
 
 
 def require_distributed() -> Any:
@@ -164,7 +166,7 @@ class ClusterEstimate:
         try:
             pending = set(futures)
             while pending:
-                done = _wait(pending, distributed)
+                done = _wait(pending)
                 pending -= done
                 for future in done:
                     result = _result(future, futures[future], distributed)
@@ -184,14 +186,15 @@ class ClusterEstimate:
         return [estimates[i] for i in range(len(jobs))]
 
 
-def _wait(pending: set, distributed: Any) -> set:
-    """The futures of ``pending`` that finish within WAIT_SECONDS (maybe none)."""
-    try:
-        return set(distributed.wait(pending, timeout=WAIT_SECONDS, return_when="FIRST_COMPLETED").done)
-    except TimeoutError:
-        return set()
-    except distributed.client.FuturesCancelledError as exc:
-        raise ClusterError(f"the Dask cluster cancelled the estimation ({exc})") from exc
+def _wait(pending: set) -> set:
+    """The futures of ``pending`` that are done within WAIT_SECONDS (maybe none). Polled: Dask's
+    ``wait`` and ``as_completed`` look for a default client, which a library caller's may not be."""
+    end = time.monotonic() + WAIT_SECONDS
+    while True:
+        done = {future for future in pending if future.done()}
+        if done or time.monotonic() >= end:
+            return done
+        time.sleep(POLL_SECONDS)
 
 
 def _result(future: Any, indices: list[int], distributed: Any) -> GroupResult:
@@ -204,6 +207,10 @@ def _result(future: Any, indices: list[int], distributed: Any) -> GroupResult:
     except (distributed.client.FutureCancelledError, OSError) as exc:
         raise ClusterError(f"the Dask cluster lost the estimation of {len(indices)} classes "
                            f"({type(exc).__name__}: {exc})") from exc
+    except (ImportError, RuntimeError) as exc:
+        if not _environment_error(exc):
+            raise
+        raise _environment_problem(exc) from exc
     if isinstance(result, LredError):
         raise result
     return result
@@ -256,7 +263,6 @@ def scan_models(client: Client, model_paths: Iterable[str | os.PathLike], data_p
     data = client.scatter(data_files(data_path), broadcast=True)      # a copy on every worker
     queue = iter(Path(p) for p in model_paths)
     running: dict[Any, Path] = {}
-    finished = distributed.as_completed()
     try:
         while True:
             while len(running) < limit:
@@ -272,13 +278,12 @@ def scan_models(client: Client, model_paths: Iterable[str | os.PathLike], data_p
                 # task is done, so a rerun after a worker's death has them too
                 future = client.submit(scan_model, model, data, config, pure=False, retries=retries)
                 running[future] = path
-                finished.add(future)
             if not running:
                 return
-            future = next(finished)
-            path = running.pop(future)
-            yield path, _outcome(future, distributed)
-            future.release()
+            for future in _wait(set(running)):
+                path = running.pop(future)
+                yield path, _outcome(future, distributed)
+                future.release()
     finally:
         _cancel(client, list(running))
 
@@ -296,4 +301,15 @@ def _outcome(future: Any, distributed: Any) -> ScanOutcome | Exception:
         return ClusterError(f"Dask workers died scanning this model and the scheduler gave up after "
                             f"retrying ({exc}); out of memory on the workers?")
     except Exception as exc:            # after its retries: recorded for this model, the others go on
-        return exc
+        return _environment_problem(exc) if _environment_error(exc) else exc
+
+
+def _environment_error(exc: BaseException) -> bool:
+    """Whether the scheduler or a worker could not load lred's task (another environment)."""
+    return isinstance(exc, ImportError) or (isinstance(exc, RuntimeError) and "deserializ" in str(exc))
+
+
+def _environment_problem(exc: BaseException) -> ClusterError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return ClusterError(f"the Dask scheduler or a worker cannot load lred's task ({type(exc).__name__}: {first}); "
+                        "install the same lred, torch and onnx versions on the scheduler and every worker")
