@@ -207,6 +207,10 @@ def main() -> None:
 @click.option("--class-names", default=None, metavar="FILE|a,b,c",
               help="Class names for the reports: a file (one name per line, or a JSON list) or a comma list; "
                    "exactly one per class.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Split the pattern estimations over the workers of the Dask scheduler at ADDRESS "
+                   "(tcp://host:8786); same report as a local scan. Needs pip install 'lred[cluster]' "
+                   "(docs/cluster.md).")
 @click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32); patch "
                    "scans: each mask as mask_class_<t>.npy (H, W) and m*u as masked_pattern_class_<t>.npy.")
@@ -225,9 +229,9 @@ def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_di
          weight_update_length: float, images_per_class: int, seed: int, pi: float, delta: float,
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
-         timeout: float | None, json_path: Path | None, sarif_path: Path | None, output_format: str | None,
-         html_path: Path | None, class_names: str | None, save_patterns: Path | None, trigger: str | None,
-         patch_iterations: int, quiet: bool, debug: bool) -> None:
+         timeout: float | None, scheduler: str | None, json_path: Path | None, sarif_path: Path | None,
+         output_format: str | None, html_path: Path | None, class_names: str | None, save_patterns: Path | None,
+         trigger: str | None, patch_iterations: int, quiet: bool, debug: bool) -> None:
     """Scan ONNX image classifiers for an imperceptible backdoor: one MODEL file, or (with --out)
     several files and folders."""
     reuse_freed_memory()     # before torch loads: its buffers are served from the heap too
@@ -268,9 +272,14 @@ def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_di
         task = plan(targets, data, config, loaded, keep, class_names=names)[0]
         assert task.data is not None                 # plan requires it
         _readable(task.model, task.data)
-        from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
-        outcome = run_scan(task.model, task.data, task.config, on_progress=_Progress(quiet),
-                           class_names=task.class_names or ())
+        if scheduler is not None:             # Dask and the scheduler are checked before torch loads
+            from .cluster import scan_on_cluster
+            outcome = scan_on_cluster(scheduler, task.model, task.data, task.config, on_progress=_Progress(quiet),
+                                      class_names=task.class_names or ())
+        else:
+            from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
+            outcome = run_scan(task.model, task.data, task.config, on_progress=_Progress(quiet),
+                               class_names=task.class_names or ())
         report = outcome.report
         if save_patterns is not None:
             from .patch_arrays import save_masks

@@ -14,6 +14,7 @@
     │   └── InconclusiveError      the estimates cannot carry a verdict (scanner/evidence.py)
     ├── ResourceError              the scan ran out of memory (host or GPU)
     │   └── ScanTimeoutError       the scan ran past --timeout
+    ├── ClusterError               --scheduler: no Dask, no scheduler or worker, or a worker died
     └── InterruptedScanError       SIGINT or SIGTERM stopped the scan
 
 Every message is one line: what was expected, what was found, what to do.
@@ -64,6 +65,11 @@ class ResourceError(LredError):
 
 class ScanTimeoutError(ResourceError):
     """The scan ran past its time limit (``--timeout``); the message names the step."""
+
+
+class ClusterError(LredError):
+    """``--scheduler``: Dask is not installed, the scheduler or its workers cannot be reached, or
+    the cluster lost a task for good (scanner/cluster.py)."""
 
 
 class InterruptedScanError(LredError):

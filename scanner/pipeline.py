@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,15 +18,21 @@ from .class_names import check_class_names
 from .config import ScanConfig
 from .deadline import Deadline
 from .errors import EstimationError, LredError, ResourceError, is_out_of_memory
+from .estimation import PatternEstimate, Progress
 from .evidence import require_evidence
 from .examples import PatchedExample, patched_examples
+from .jobs import Job
 from .methods import method_named
 from .prepare import PreparedScan, ProgressCallback, StepTimer, prepare
 from .report import ScanReport
 from .report_builder import build_report, job_name
 from .verify import ReferenceCheck
 
-__all__ = ["ProgressCallback", "ScanOutcome", "scan"]
+__all__ = ["Estimate", "ProgressCallback", "ScanOutcome", "estimate_locally", "scan"]
+
+# estimate(prepared, config, jobs, progress, notice) -> one PatternEstimate per job, in job order
+Estimate = Callable[[PreparedScan, ScanConfig, Sequence[Job], Progress, Callable[[str], None]],
+                    list[PatternEstimate]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,16 +49,18 @@ class ScanOutcome:
 
 def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
          config: ScanConfig | None = None, on_progress: ProgressCallback | None = None,
-         class_names: Sequence[str] = ()) -> ScanOutcome:
+         class_names: Sequence[str] = (), estimate: Estimate | None = None) -> ScanOutcome:
     """Scan one ONNX classifier for an imperceptible backdoor with L-RED (``config``: the defaults if None).
     ``class_names``: one label per class for the reports (``scanner.class_names``), or none.
+    ``estimate`` runs the pattern estimations (None: ``estimate_locally``; scanner/cluster.py
+    splits them over a Dask cluster).
 
     The first scan of a process sets glibc's allocator to keep freed memory (``allocator.py``)."""
     reuse_freed_memory()
     if config is None:
         config = ScanConfig()
     try:
-        return _scan(model_path, data_path, config, on_progress, tuple(class_names))
+        return _scan(model_path, data_path, config, on_progress, tuple(class_names), estimate=estimate)
     except LredError:
         raise
     except Exception as exc:
@@ -65,9 +73,30 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
             .get(config.device, "")) from exc
 
 
+def estimate_locally(prepared: PreparedScan, config: ScanConfig, jobs: Sequence[Job],
+                     progress: Progress | None = None, notice: Callable[[str], None] | None = None
+                     ) -> list[PatternEstimate]:
+    """Step 5, Algorithm 1 (App. A.2) for ``jobs`` in this process: one PatternEstimate per job, in
+    job order, each accepted only when onnxruntime confirms Q_t >= pi. A job's estimate does not
+    depend on the jobs run beside it (docs/cluster.md), so the jobs can be split over processes."""
+    check = ReferenceCheck(prepared.reference, prepared.transform, prepared.x, prepared.y, prepared.num_classes,
+                           config.pi)
+    x, y = torch.as_tensor(prepared.x), torch.as_tensor(prepared.y)
+    torch.manual_seed(config.seed)
+    common: dict[str, Any] = dict(pi=config.pi, max_iterations=config.max_iterations, jobs=jobs, progress=progress)
+    if config.exact:
+        return estimate_patterns_exact(prepared.classifier, x, y, prepared.num_classes, delta=config.delta, **common)
+    return lred.estimate_patterns(
+        prepared.classifier, x, y, prepared.num_classes, schedule=config.schedule,
+        batch_images=config.batch_images, confirm=check.confirm,
+        max_rejected_iterations=config.verify_extra_iterations, cuda_graphs=config.cuda_graphs,
+        notice=notice, **common)
+
+
 def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig,
           on_progress: ProgressCallback | None, class_names: tuple[str, ...],
-          prepared: PreparedScan | None = None, deadline: Deadline | None = None) -> ScanOutcome:
+          prepared: PreparedScan | None = None, deadline: Deadline | None = None,
+          estimate: Estimate | None = None) -> ScanOutcome:
     say = on_progress or (lambda stage, message: None)
     started = time.perf_counter()
     started_at = utc_now()
@@ -93,23 +122,13 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         deadline.check(f"estimating patterns ({finished}/{total} done after {iteration} iterations)")
         say("estimate", f"iteration {iteration}: {finished}/{total} estimations done")
 
-    torch.manual_seed(config.seed)
     refusals: list[str] = []                  # why CUDA graphs were turned off, if they were
-    common: dict[str, Any] = dict(pi=config.pi, max_iterations=config.max_iterations, jobs=jobs, progress=progress)
 
     def notice(message: str) -> None:
         refusals.append(message)
         say("estimate", message)
 
-    if config.exact:
-        estimates = estimate_patterns_exact(classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
-                                            delta=config.delta, **common)
-    else:
-        estimates = lred.estimate_patterns(
-            classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes, schedule=config.schedule,
-            batch_images=config.batch_images, confirm=check.confirm,
-            max_rejected_iterations=config.verify_extra_iterations, cuda_graphs=config.cuda_graphs,
-            notice=notice, **common)
+    estimates = (estimate or estimate_locally)(prepared, config, jobs, progress, notice)
     lap("estimate")
     if device.type == "cuda":
         timing["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
