@@ -23,7 +23,7 @@ import datetime
 import hashlib
 import os
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +54,8 @@ __all__ = ["BatchProgress", "BatchResult", "ModelTask", "SilentProgress", "find_
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 UNFINISHED = "the scan of this model did not finish (this report is written when it starts and replaced when it ends)"
 HtmlWriter = Callable[["ScanOutcome", Path], None]
+# runner(pending) -> (index, task, outcome or the exception that ended its scan), as each finishes
+Runner = Callable[[Sequence[tuple[int, "ModelTask"]]], Iterator[tuple[int, "ModelTask", "ScanOutcome | Exception"]]]
 
 
 class BatchProgress(Protocol):
@@ -169,14 +171,18 @@ def plan(models: Sequence[Path], data: str | os.PathLike | None, config: ScanCon
 def scan_many(models: Sequence[str | os.PathLike], data: str | os.PathLike | None, config: ScanConfig | None,
               out_dir: str | os.PathLike, *, manifest: Manifest | None = None, keep: Collection[str] = (),
               progress: BatchProgress | None = None, html_writer: HtmlWriter | None = None,
-              reuse: bool = True, class_names: Sequence[str] | None = None) -> BatchResult:
+              reuse: bool = True, class_names: Sequence[str] | None = None,
+              runner: Runner | None = None) -> BatchResult:
     """Scan every model ``models`` name (files, or folders searched for ``.onnx``) into ``out_dir``.
 
     ``data``, ``config``: the clean data and configuration of every model, unless ``manifest``
     sets them for a model (fields named in ``keep`` are never taken from it). ``reuse``: skip a
     model whose report in ``out_dir`` matches (``scanner.resume``). ``html_writer(outcome, path)``
     writes a model's HTML report (default: ``scanner.html_report.write_html_report`` when that
-    module exists). Raises ConfigError before scanning anything when a model has no data or an
+    module exists). ``runner`` scans the models that are not reused and yields each (index, task,
+    outcome or exception) as it finishes (default: one after another in this process;
+    ``scanner.cluster.cluster_runner``: one task per model on a Dask cluster).
+    Raises ConfigError before scanning anything when a model has no data or an
     invalid configuration; InterruptedScanError (and KeyboardInterrupt) stop the batch, leaving the
     summary of the models done so far.
     """
@@ -187,6 +193,8 @@ def scan_many(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
         raise ModelError("no model to scan: no .onnx file in "
                          + (", ".join(printable(m) for m in models) or "the manifest"))
     tasks = plan(found, data, config or ScanConfig(), manifest, keep, class_names=class_names)
+    order = {str(folder): i for i, (folder, _) in enumerate(problems)}
+    order.update({str(task.model): len(problems) + i for i, task in enumerate(tasks)})
     writer = html_writer if html_writer is not None else _default_html_writer()
     total = len(tasks) + len(problems)
     rows: list[BatchRow] = []
@@ -206,56 +214,88 @@ def scan_many(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
         atomic_write(out / f"{name}.json", render_error_json(reason, "OSError", 2).encode())
         rows.append(row_from_error(str(folder), name, f"{name}.json", printable(reason), "OSError"))
     data_hashes: dict[Path | None, str | None] = {None: None}
+    pending: list[tuple[int, ModelTask]] = []
     for index, task in enumerate(tasks, start=len(problems) + 1):
-        tell.model_started(index, total, str(task.model))
         if reuse and task.data is not None and task.data not in data_hashes:
             data_hashes[task.data] = clean_data_sha256(task.data)
-        row = _scan_one(task, out, data_hashes.get(task.data), reuse, tell, writer)
+        old = _reused_row(task, out, data_hashes.get(task.data)) if reuse else None
+        if old is not None:
+            tell.model_started(index, total, str(task.model))
+            rows.append(old)
+            write_summary(False)
+            tell.model_finished(index, total, old)
+        else:
+            pending.append((index, task))
+    for _, task in pending:                  # never an older report for a model about to be scanned
+        write_error_report(out / f"{report_stem(task.model)}.json", UNFINISHED, "Unfinished")
+    results = (runner or _scan_locally(tell, total))(pending)
+    for index, task, result in results:
+        row = _finish(task, result, out, tell, writer)
         rows.append(row)
         write_summary(False)
         tell.model_finished(index, total, row)
+    rows.sort(key=lambda row: order.get(row.model, -1))
     write_summary(True)
     tell.batch_finished(rows)
     return BatchResult(tuple(rows), out)
 
 
-def _scan_one(task: ModelTask, out: Path, data_sha256: str | None, reuse: bool, tell: BatchProgress,
-              writer: HtmlWriter | None) -> BatchRow:
+def _reused_row(task: ModelTask, out: Path, data_sha256: str | None) -> BatchRow | None:
+    """The row of a model whose report in ``out`` is for the same model, data and configuration."""
     from .data import file_sha256_of
 
-    assert task.data is not None, "plan(require_data=True) gives every task its data"
     name, model = report_stem(task.model), str(task.model)
     json_path, html_path = out / f"{name}.json", out / f"{name}.html"
-    if reuse:
-        try:
-            model_sha256 = file_sha256_of(task.model)
-        except OSError:
-            model_sha256 = None
-        old = model_sha256 and reusable_report(json_path, model_sha256, data_sha256, config_digest(task.config))
-        if old:
-            html = html_path.name if html_path.is_file() else None
-            return row_from_report(model, name, old, "reused", html, task.class_names)
-    write_error_report(json_path, UNFINISHED, "Unfinished")     # never an older report for this model
-    from .pipeline import scan  # torch and onnxruntime load only when a model is scanned
-    from .reporters import render_json, report_to_dict
     try:
-        outcome = scan(task.model, task.data, task.config, on_progress=tell.model_progress,
-                       class_names=task.class_names or ())
-    except InterruptedScanError:
-        raise
-    except Exception as exc:               # recorded, and the batch goes on (the CLI's fail closed, per model)
-        message = printable(error_message(exc))
-        write_error_report(json_path, message, type(exc).__name__)
-        return row_from_error(model, name, json_path.name, message, type(exc).__name__)
-    atomic_write(json_path, render_json(outcome.report).encode())
+        model_sha256 = file_sha256_of(task.model)
+    except OSError:
+        return None
+    old = reusable_report(json_path, model_sha256, data_sha256, config_digest(task.config))
+    if not old:
+        return None
+    html = html_path.name if html_path.is_file() else None
+    return row_from_report(model, name, old, "reused", html, task.class_names)
+
+
+def _scan_locally(tell: BatchProgress, total: int) -> Runner:
+    """The default runner: each model in turn, in this process."""
+    def run(pending: Sequence[tuple[int, ModelTask]]) -> Iterator[tuple[int, ModelTask, ScanOutcome | Exception]]:
+        from .pipeline import scan  # torch and onnxruntime load only when a model is scanned
+
+        for index, task in pending:
+            tell.model_started(index, total, str(task.model))
+            try:
+                outcome: ScanOutcome | Exception = scan(task.model, task.data or "", task.config,
+                                                        on_progress=tell.model_progress,
+                                                        class_names=task.class_names or ())
+            except InterruptedScanError:
+                raise
+            except Exception as exc:          # recorded, and the batch goes on (the CLI's fail closed, per model)
+                outcome = exc
+            yield index, task, outcome
+    return run
+
+
+def _finish(task: ModelTask, result: ScanOutcome | Exception, out: Path, tell: BatchProgress,
+            writer: HtmlWriter | None) -> BatchRow:
+    """Write one model's reports (its error report when ``result`` is an exception); its row."""
+    from .reporters import render_json, report_to_dict
+
+    name, model = report_stem(task.model), str(task.model)
+    json_path, html_path = out / f"{name}.json", out / f"{name}.html"
+    if isinstance(result, Exception):
+        message = printable(error_message(result))
+        write_error_report(json_path, message, type(result).__name__)
+        return row_from_error(model, name, json_path.name, message, type(result).__name__)
+    atomic_write(json_path, render_json(result.report).encode())
     html = None
     if writer is not None:
         try:
-            writer(outcome, html_path)
+            writer(result, html_path)
             html = html_path.name
         except Exception as exc:             # the verdict stands; the row has no HTML link
             tell.model_progress("html", f"could not write the HTML report: {error_message(exc)}")
-    return row_from_report(model, name, report_to_dict(outcome.report), "scanned", html, task.class_names)
+    return row_from_report(model, name, report_to_dict(result.report), "scanned", html, task.class_names)
 
 
 def _default_html_writer() -> HtmlWriter | None:

@@ -100,15 +100,24 @@ def _check_batch_options(out_dir: Path | None, json_path: Path | None, save_patt
 
 def _scan_batch(targets: list[Path], data: Path | None, config: ScanConfig, out_dir: Path,
                 manifest: Manifest | None, keep: set[str], quiet: bool, class_names: tuple[str, ...] | None,
-                outputs: Outputs) -> None:
+                outputs: Outputs, scheduler: str | None) -> None:
     """``lred scan MODELS... --out DIR``: scanner.batch.scan_many, then the worst exit status.
     stdout: the text summary, or (``--format``) summary.json's content or the batch's SARIF log."""
     from .batch import scan_many
     from .progress import batch_progress
     from .summary import render_batch_text
 
-    result = scan_many(targets, data, config, out_dir, manifest=manifest, keep=keep, progress=batch_progress(quiet),
-                       class_names=class_names)
+    runner, client = None, None
+    if scheduler is not None:                # one task per model on the cluster (scanner/cluster.py)
+        from .cluster import cluster_runner, connect
+        client = connect(scheduler)
+        runner = cluster_runner(client)
+    try:
+        result = scan_many(targets, data, config, out_dir, manifest=manifest, keep=keep,
+                           progress=batch_progress(quiet), class_names=class_names, runner=runner)
+    finally:
+        if client is not None:
+            client.close()
     sarif = None
     if outputs.sarif_path is not None or outputs.stdout == "sarif":
         from .sarif import batch_outcomes, render_sarif
@@ -268,7 +277,7 @@ def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_di
                             timeout=timeout, trigger=trigger, patch_iterations=patch_iterations)
         names = parse_class_names(class_names) if class_names is not None else None
         if out_dir is not None:
-            _scan_batch(targets, data, config, out_dir, loaded, keep, quiet, names, outputs)   # exits
+            _scan_batch(targets, data, config, out_dir, loaded, keep, quiet, names, outputs, scheduler)   # exits
         task = plan(targets, data, config, loaded, keep, class_names=names)[0]
         assert task.data is not None                 # plan requires it
         _readable(task.model, task.data)

@@ -38,6 +38,7 @@ from .methods import method_named
 if TYPE_CHECKING:
     from distributed import Client
 
+    from .batch import ModelTask, Runner
     from .estimation import PatternEstimate, Progress
     from .jobs import Job
     from .pipeline import ScanOutcome
@@ -236,7 +237,8 @@ def scan_on_cluster(address: str, model_path: str | os.PathLike, data_path: str 
         client.close()
 
 
-def scan_model(model: Any, data: Any, config: ScanConfig) -> ScanOutcome | LredError:
+def scan_model(model: Any, data: Any, config: ScanConfig,
+               class_names: Sequence[str] = ()) -> ScanOutcome | LredError:
     """The task of one model (runs on a worker): a whole scan of the shipped files, reported with
     the driver's paths. An LredError is returned, not raised (it would be the same on a retry)."""
     from .pipeline import scan
@@ -244,7 +246,7 @@ def scan_model(model: Any, data: Any, config: ScanConfig) -> ScanOutcome | LredE
     try:
         with tempfile.TemporaryDirectory(prefix="lred-worker-") as folder:
             outcome = scan(model.materialize(Path(folder, "model")), data.materialize(Path(folder, "data")),
-                           config)
+                           config, class_names=class_names)
     except LredError as exc:
         return _with_origins(exc, folder, model, data)
     report = replace(outcome.report, model=replace(outcome.report.model, path=model.origin),
@@ -291,6 +293,48 @@ def scan_models(client: Client, model_paths: Iterable[str | os.PathLike], data_p
                 future.release()
     finally:
         _cancel(client, list(running))
+
+
+def cluster_runner(client: Client, retries: int = 1) -> Runner:
+    """``lred scan MODELS... --out DIR --scheduler ADDRESS``: the batch's runner (``batch.scan_many``)
+    that scans each pending model as one task on the cluster, each with its own clean data,
+    configuration and class names (a manifest's), and yields them as they finish; as
+    ``scan_models``, at most twice the worker threads of models are on the cluster at once and a
+    task the cluster lost for good comes back as a ClusterError."""
+    def run(pending: Sequence[tuple[int, ModelTask]]) -> Iterator[tuple[int, ModelTask, ScanOutcome | Exception]]:
+        from .cluster_files import data_files, model_files
+
+        distributed = require_distributed()
+        limit = 2 * worker_threads(client)
+        shipped: dict[Path | None, Any] = {}          # each clean data set, sent once to every worker
+        queue = iter(pending)
+        running: dict[Any, tuple[int, ModelTask]] = {}
+        try:
+            while True:
+                while len(running) < limit:
+                    item = next(queue, None)
+                    if item is None:
+                        break
+                    index, task = item
+                    try:
+                        if task.data not in shipped:
+                            shipped[task.data] = client.scatter(data_files(task.data or ""), broadcast=True)
+                        model = model_files(task.model)
+                    except LredError as exc:
+                        yield index, task, exc
+                        continue
+                    future = client.submit(scan_model, model, shipped[task.data], task.config,
+                                           tuple(task.class_names or ()), pure=False, retries=retries)
+                    running[future] = (index, task)
+                if not running:
+                    return
+                for future in _wait(set(running)):
+                    index, task = running.pop(future)
+                    yield index, task, _outcome(future, distributed)
+                    future.release()
+        finally:
+            _cancel(client, list(running))
+    return run
 
 
 def _cancel(client: Client, futures: list) -> None:

@@ -192,3 +192,30 @@ def test_a_worker_killed_during_a_split_scan_changes_no_estimate(client, backdoo
     runner.join(timeout=600)
     assert not runner.is_alive() and len(outcomes) == 1
     _same_estimates(outcomes[0], scan(model, data, SLOW_SYNTHETIC))
+
+
+def test_a_batch_with_scheduler_runs_one_task_per_model_and_writes_the_local_batch_reports(client, tmp_path):
+    from click.testing import CliRunner
+
+    from scanner.cli import main
+    from tests.conftest import FAST_OPTIONS
+    from tests.test_batch import write_vendor
+
+    models, data = write_vendor(tmp_path)
+    summaries = {}
+    for where, extra in (("local", []), ("cluster", ["--scheduler", client.scheduler.address])):
+        out = tmp_path / where
+        result = CliRunner().invoke(main, ["scan", str(models), "--data", str(data), "--out", str(out), "--quiet",
+                                           "--class-names", "a,b,c,d,e,f", *FAST_OPTIONS, *extra],
+                                    catch_exceptions=False)
+        assert result.exit_code == 2, result.output          # the worst: broken.onnx has no verdict
+        summaries[where] = json.loads((out / "summary.json").read_text())
+    keys = ("model", "verdict", "target_class", "source_classes", "log10_p_value", "outcome", "error_type")
+    local, cluster = ([{k: row[k] for k in keys} for row in summaries[w]["models"]] for w in ("local", "cluster"))
+    assert cluster == local and [row["verdict"] for row in local] == ["backdoor", "clean", "error"]
+    for row in summaries["cluster"]["models"][:2]:
+        report = json.loads((tmp_path / "cluster" / row["report"]).read_text())
+        twin = json.loads((tmp_path / "local" / row["report"]).read_text())
+        assert [c["pattern_norm"] for c in report["classes"]] == [c["pattern_norm"] for c in twin["classes"]]
+        assert report["model"]["path"] == twin["model"]["path"] and report["class_names"] == list("abcdef")
+        assert (tmp_path / "cluster" / row["html"]).is_file()
