@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -152,6 +153,17 @@ def main() -> None:
               help="Write the machine-readable report here (also written, with verdict 'error', on failure).")
 @click.option("--save-patterns", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Save each estimated pattern v_t as DIR/pattern_class_<t>.npy (H, W, C float32).")
+@click.option("--scalable", is_flag=True,
+              help="Scalable mode for many classes: screen every target for a few iterations, estimate only the "
+                   "best-ranked and a random null sample fully (docs/scale.md). Off: the full method.")
+@click.option("--screen-iterations", default=DEFAULTS.screen_iterations, show_default=True, type=int,
+              help="--scalable: Algorithm 1 iterations per target in the screen.")
+@click.option("--screen-sources", default=DEFAULTS.screen_sources, show_default=True, type=int,
+              help="--scalable: source classes per target in the screen (all when fewer).")
+@click.option("--screen-candidates", default=DEFAULTS.screen_candidates, show_default=True, type=int,
+              help="--scalable: best-ranked targets estimated fully.")
+@click.option("--screen-null-targets", default=DEFAULTS.screen_null_targets, show_default=True, type=int,
+              help="--scalable: random targets estimated fully for the Gamma null.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution: float | None,
@@ -160,7 +172,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
          max_iterations: int, alpha: float, p_value_basis: str, layout: str, mean: str | None, std: str | None,
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
          timeout: float | None, json_path: Path | None, save_patterns: Path | None, quiet: bool,
-         debug: bool) -> None:
+         debug: bool, **screen: Any) -> None:
     """Scan MODEL (an ONNX image classifier) for an imperceptible backdoor."""
     _reuse_freed_memory()
     from .reporters import render_json, render_text
@@ -177,7 +189,7 @@ def scan(model: Path, data: Path, method: str, exact: bool, crossing_resolution:
                             layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
                             cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images,
-                            timeout=timeout)
+                            timeout=timeout, **screen)
         _readable(model, data)
         from .pipeline import scan as run_scan  # torch and onnxruntime load only for a scan that can run
         outcome = run_scan(model, data, config, on_progress=_Progress(quiet))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import lred
+from . import detection, lred
 from .algorithm1 import estimate_patterns_exact
 from .audit import utc_now
 from .config import ScanConfig
@@ -20,6 +20,7 @@ from .methods import method_named
 from .prepare import ProgressCallback, StepTimer, prepare
 from .report import ScanReport
 from .report_builder import build_report, job_name
+from .scalable import ScreenOutcome, estimate_scalable, scalable_summary, scalable_test, screen_settings
 from .verify import ReferenceCheck
 
 __all__ = ["ProgressCallback", "ScanOutcome", "scan"]
@@ -82,15 +83,26 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         refusals.append(message)
         say("estimate", message)
 
+    counts = lred.PassCount()
+    screened: ScreenOutcome | None = None
     if config.exact:
         estimates = estimate_patterns_exact(classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes,
                                             delta=config.delta, **common)
+        counts.add(*lred.exact_passes(estimates, y.tolist()))
+    elif config.scalable_for(num_classes):
+        del common["jobs"]
+        screened = estimate_scalable(
+            classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes, schedule=config.schedule,
+            batch_images=config.batch_images, screen=screen_settings(config), confirm=check.confirm,
+            max_rejected_iterations=config.verify_extra_iterations, cuda_graphs=config.cuda_graphs,
+            notice=notice, counts=counts, **common)
+        estimates = screened.estimates
     else:
         estimates = lred.estimate_patterns(
             classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes, schedule=config.schedule,
             batch_images=config.batch_images, confirm=check.confirm,
             max_rejected_iterations=config.verify_extra_iterations, cuda_graphs=config.cuda_graphs,
-            notice=notice, **common)
+            notice=notice, counts=counts, **common)
     lap("estimate")
     if device.type == "cuda":
         timing["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -110,11 +122,19 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
             f"(status {stuck[0].status}): the model passes no usable gradient from those classes' "
             "scores to the input (quantized, thresholded or saturated operators?); the order-statistic "
             "test needs a positive ||v_t|| for every class")
-    result = method.test(norms, config.alpha, config.p_value_basis)
+    def test(kept: list[int]) -> detection.DetectionResult:
+        """The order-statistic test on the estimates ``kept`` (indices) alone."""
+        if screened is None:
+            return method.test(norms[kept], config.alpha, config.p_value_basis)
+        targets = [estimates[i].target_class for i in kept]
+        null = [t for t in screened.null_targets if t in targets]
+        return scalable_test(norms[kept], targets, null, num_classes, config.alpha, config.p_value_basis)
+
+    result = test(list(range(len(estimates))))
 
     def flags_on(kept: list[int]) -> int | None:
         """The test on the estimates ``kept`` alone: the index (into all estimates) it flags, or None."""
-        alone = method.test(norms[kept], config.alpha, config.p_value_basis)
+        alone = test(kept)
         return kept[alone.inferred_target] if alone.detected else None
 
     notes = require_evidence(estimates, [v.fraction for v in verified], config.pi, result.inferred_target,
@@ -123,7 +143,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
     timing["total_seconds"] = round(time.perf_counter() - started, 4)
 
     report = build_report(prepared, config, method, estimates, verified, result, refusals, timing,
-                          at_patterns, notes, started_at)
+                          at_patterns, notes, started_at, (counts.image_passes, counts.forward_images),
+                          None if screened is None else scalable_summary(screened, config))
     patterns = {(e.target_class if not method.reports_pairs else (e.sources[0], e.target_class)):
                 prepared.transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
     return ScanOutcome(report, patterns)

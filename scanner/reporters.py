@@ -16,8 +16,9 @@ from .report import Inspection, ScanReport
 
 # The version of each JSON report, checked by its JSON Schema (scanner/schemas/, ``schema(name)``).
 # Scan (and error) report: 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value;
-# 3: cuda_graphs; 4: audit (and the error report's schema_version follows it).
-JSON_SCHEMA_VERSION = 4
+# 3: cuda_graphs; 4: audit (and the error report's schema_version follows it);
+# 5: image_passes, forward_images, scalable.
+JSON_SCHEMA_VERSION = 5
 INSPECT_SCHEMA_VERSION = 1   # 1: the first versioned inspect report (schema_version added)
 SCHEMAS = ("scan_report", "inspect_report", "error_report")
 
@@ -88,6 +89,11 @@ def render_text(report: ScanReport) -> str:
                  f"({min(report.data.images_per_class)}-{max(report.data.images_per_class)} per class), "
                  f"device {report.device}{_graphs_note(report.cuda_graphs)}, "
                  f"{report.timing.get('total_seconds', 0.0):.1f} s")
+    lines.append(f"  {report.image_passes:,} image passes (forward+backward) in pattern estimation"
+                 + ("" if report.scalable is None else
+                    f"; scalable mode: {len(report.classes)} of {report.model.num_classes} targets estimated "
+                    f"fully ({len(report.scalable.candidates)} screened candidates, "
+                    f"{len(report.scalable.null_targets)} random null targets)"))
     lines.append("  class  ||v_t||    r_t      iters  Q_t torch  Q_t onnxruntime  status")
     for c in report.classes:
         mark = "*" if c.target_class == report.most_suspicious_class else " "

@@ -52,7 +52,7 @@ def test_backdoored_scan_report_validates_with_its_audit_trail(backdoored_case, 
     code, report = _run("scan", model, "--data", data, *FAST_OPTIONS, "--json", tmp_path / "r.json")
     assert code == 1 and report["verdict"] == "backdoor"
     validate("scan_report", report)
-    assert report["schema_version"] == JSON_SCHEMA_VERSION == 4
+    assert report["schema_version"] == JSON_SCHEMA_VERSION == 5
     trail = report["audit"]
     assert trail["started_at"] <= trail["finished_at"]
     assert trail["data_sha256"] == _sha256(data) and trail["data_files"] == []   # .npz: the file's sha256
