@@ -26,6 +26,14 @@ order-statistic test, but estimates r_t for a subset of targets:
 
 Image passes: screen K * S * N * screen_iterations (S the screen sources), plus the selected
 targets' full estimations, (K-1)N per target and iteration; forward-only passes for the scores.
+
+Memory: the engine's passes are chunked (``batch_images`` rows, engine_passes.py); its per-job
+state (v, its last step: (jobs, *pixel_shape) each; w, q: (jobs, K)) is held for the jobs of one
+engine. With warm start that is all K targets, but only while K - 1 <= ``screen_sources``; a
+larger K screens ``SCREEN_GROUP`` targets at a time and keeps their scores alone, and the final
+estimation holds candidates + null targets. So the state is bounded by
+max(screen_sources + 1, SCREEN_GROUP, candidates + null_targets) jobs for any K, besides the
+clean images themselves and O(K^2 N) integers and floats of bookkeeping (rows per job, scores).
 """
 from __future__ import annotations
 
@@ -50,6 +58,9 @@ from .weights import Job
 
 if TYPE_CHECKING:
     from .config import ScanConfig
+
+
+SCREEN_GROUP = 128   # targets screened at once when the screen draws its sources (memory bound)
 
 
 @dataclass(frozen=True)
@@ -151,24 +162,34 @@ def estimate_scalable(classifier: DifferentiableClassifier, pixels: torch.Tensor
     warm = all(len(j.sources) == num_classes - 1 for j in jobs)
     common = dict(pi=pi, schedule=schedule, max_iterations=max_iterations, batch_images=batch_images,
                   confirm=confirm, max_rejected_iterations=max_rejected_iterations)
-    engine = Engine(classifier, pixels, labels, num_classes, jobs, **common)  # type: ignore[arg-type]
-    engine.iterate(range(len(jobs)), progress, cuda_graphs, notice, rounds=screen.iterations)
-    scores = progress_scores(engine, batch_images)
-    screen_passes = engine.image_passes
+    engine: Engine | None = None
+    scores = np.empty(num_classes)
+    screen_passes = 0
+    # warm: one engine for all K targets (K <= screen sources + 1, so its state is bounded);
+    # else the screen runs SCREEN_GROUP targets at a time and keeps only their scores
+    group = num_classes if warm else SCREEN_GROUP
+    for start in range(0, num_classes, group):
+        engine = Engine(classifier, pixels, labels, num_classes, jobs[start:start + group],
+                        **common)  # type: ignore[arg-type]
+        engine.iterate(range(len(engine.jobs)), progress, cuda_graphs, notice, rounds=screen.iterations)
+        scores[start:start + group] = progress_scores(engine, batch_images)
+        screen_passes += engine.image_passes
+        if counts is not None:
+            counts.add(engine.image_passes, engine.forward_images)
     best, drawn = select_targets(scores, screen.candidates, screen.null_targets, rng)
     selected = sorted(set(best) | set(drawn))
+    assert engine is not None
     if warm:
+        before = (engine.image_passes, engine.forward_images)
         engine.iterate(selected, progress, cuda_graphs, notice)
         estimates = [engine.results[t] for t in selected]
-        used = engine
     else:
-        used = Engine(classifier, pixels, labels, num_classes, [lred_jobs(num_classes)[t] for t in selected],
-                      **common)  # type: ignore[arg-type]
-        estimates = used.run(progress, cuda_graphs, notice)
+        engine = Engine(classifier, pixels, labels, num_classes, [lred_jobs(num_classes)[t] for t in selected],
+                        **common)  # type: ignore[arg-type]
+        before = (0, 0)
+        estimates = engine.run(progress, cuda_graphs, notice)
     if counts is not None:
-        counts.add(engine.image_passes, engine.forward_images)
-        if used is not engine:
-            counts.add(used.image_passes, used.forward_images)
+        counts.add(engine.image_passes - before[0], engine.forward_images - before[1])
     return ScreenOutcome(estimates, best, drawn, scores, len(jobs[0].sources), warm, screen_passes)
 
 

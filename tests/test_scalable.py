@@ -145,6 +145,18 @@ def test_the_screen_ranks_the_planted_target_first(problem):
     assert [e.target_class for e in outcome.estimates] == sorted({5, *outcome.null_targets})
 
 
+def test_a_screen_on_drawn_sources_restarts_the_selected_targets_with_every_source(problem):
+    classifier, pixels, labels = problem
+    outcome = scalable.estimate_scalable(classifier, pixels, labels, K, screen=scalable.ScreenSettings(3, 4, 1, 4),
+                                         **SETTINGS)
+    assert not outcome.warm_start and outcome.screen_sources == 4
+    targets = [e.target_class for e in outcome.estimates]
+    full = estimate_patterns(classifier, pixels, labels, K, jobs=[lred_jobs(K)[t] for t in targets], **SETTINGS)
+    for mine, theirs in zip(outcome.estimates, full):
+        assert mine.sources == theirs.sources and mine.iterations == theirs.iterations
+        np.testing.assert_allclose(mine.pattern, theirs.pattern, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------- the scan
 
 def test_scalable_scan_finds_the_planted_target_and_records_its_passes(tmp_path):
