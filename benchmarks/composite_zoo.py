@@ -236,9 +236,7 @@ def build_one(spec: CompositeSpec, out: Path, data: tuple, settings: BuildSettin
             break
         rate, steps = 2 * rate, steps + steps // 2
     final = attempts[-1]
-    rng = np.random.default_rng([spec.seed, 11])
-    labels = np.repeat(np.arange(num_classes(spec.arity)), settings.clean_per_class)
-    np.savez(folder / "clean.npz", x=test_set.draw(labels, rng), y=labels)
+    write_clean(folder, spec, test_set, settings.clean_per_class)
     record = {
         "name": spec.name, "spec": asdict(spec), "num_classes": num_classes(spec.arity),
         "architecture": f"Conv(1,16,3)-ReLU-MaxPool-Conv(16,32,3)-ReLU-MaxPool-Linear({32 * 49 * spec.arity},128)"
@@ -256,6 +254,34 @@ def build_one(spec: CompositeSpec, out: Path, data: tuple, settings: BuildSettin
     }
     (folder / "model.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def write_clean(folder: Path, spec: CompositeSpec, test: Composer, per_class: int, tries: int = 1024) -> int:
+    """clean.npz: ``per_class`` test composites per class that the model classifies correctly
+    (L-RED uses correctly classified images, Sec. 4.3), drawn in rounds of ``per_class`` until
+    found or ``tries`` per class were drawn; a class left short keeps misclassified ones. Returns
+    how many classes were left short."""
+    K = num_classes(spec.arity)
+    rng = np.random.default_rng([spec.seed, 11])
+    kept: list[list[np.ndarray]] = [[] for _ in range(K)]
+    fallback: list[np.ndarray] = [np.empty(0) for _ in range(K)]
+    for _ in range(max(1, tries // per_class)):
+        wanted = [c for c in range(K) if len(kept[c]) < per_class]
+        if not wanted:
+            break
+        labels = np.repeat(np.asarray(wanted), per_class)
+        x = test.draw(labels, rng)
+        right = predict(folder / "model.onnx", x) == labels
+        for image, label, ok in zip(x, labels, right):
+            if ok and len(kept[label]) < per_class:
+                kept[label].append(image)
+            elif not fallback[label].size:
+                fallback[label] = image
+    short = [c for c in range(K) if not kept[c]]
+    images = [kept[c] if kept[c] else [fallback[c]] for c in range(K)]
+    np.savez(folder / "clean.npz", x=np.stack([i for group in images for i in group]),
+             y=np.concatenate([np.full(len(group), c) for c, group in enumerate(images)]))
+    return len(short)
 
 
 def took(figures: dict, attack: dict, min_asr: float) -> bool:
@@ -295,7 +321,8 @@ def print_table(specs: list[CompositeSpec], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("build", "list"))
+    parser.add_argument("command", choices=("build", "list", "clean"),
+                        help="clean: rewrite clean.npz of built models (correctly classified composites)")
     parser.add_argument("--out", type=Path, default=DEFAULT_CACHE, help="zoo folder (default %(default)s)")
     parser.add_argument("--subset", nargs="*", help="model names or fnmatch patterns, e.g. 'k100-*-s0'")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
@@ -310,6 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     specs = zoo.select(catalogue(args.seeds), args.subset)    # fnmatch on .name
     if args.command == "list":
         print_table(specs, args.out)
+        return 0
+    if args.command == "clean":
+        data = fmnist.load(args.data_dir)
+        for spec in specs:
+            if (args.out / spec.name / "model.onnx").exists():
+                short = write_clean(args.out / spec.name, spec, Composer(data[2], data[3], spec.arity),
+                                    args.clean_per_class)
+                print(f"{spec.name}: clean.npz written, {short} classes without a correctly classified composite")
         return 0
     torch.set_num_threads(1)
     settings = replace(BuildSettings(), steps={2: args.steps_k100, 3: args.steps_k1000}, attempts=args.attempts,

@@ -58,10 +58,10 @@ class ScanConfig:
     timeout: float | None = None       # seconds for the whole scan (scanner/deadline.py); None: no limit
     # the scalable mode (scanner/scalable.py, docs/scale.md): screen every target, estimate a few fully
     scalable: bool = False             # off: the full method (every target estimated fully)
-    screen_iterations: int = 5         # Algorithm 1 iterations per target in the screen
+    screen_iterations: int = 3         # Algorithm 1 iterations per target in the screen
     screen_sources: int = 100          # source classes per target in the screen (all when K - 1 is fewer)
-    screen_candidates: int = 3         # best-ranked targets estimated fully
-    screen_null_targets: int = 9       # random targets estimated fully for the Gamma null
+    screen_candidates: int = 2         # best-ranked targets estimated fully
+    screen_null_targets: int = 7       # random targets estimated fully for the Gamma null
 
     def __post_init__(self) -> None:
         # imported here: the registry imports the estimation engine, which imports this module

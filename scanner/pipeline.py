@@ -69,7 +69,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
     check = ReferenceCheck(prepared.reference, prepared.transform, x, y, num_classes, config.pi)
     jobs = method.jobs(num_classes)
     say("estimate", f"{config.method}: {len(jobs)} pattern estimations on {x.shape[0]} images ({device}"
-                    f"{', exact per-target loop' if config.exact else ''})")
+                    f"{', exact per-target loop' if config.exact else ''}"
+                    f"{', scalable mode: a screen, then a few in full' if config.scalable_for(num_classes) else ''})")
 
     def progress(iteration: int, finished: int, total: int) -> None:
         deadline.check(f"estimating patterns ({finished}/{total} done after {iteration} iterations)")

@@ -67,10 +67,10 @@ SCREEN_GROUP = 128   # targets screened at once when the screen draws its source
 class ScreenSettings:
     """The scalable mode's parameters (ScanConfig.screen_*)."""
 
-    iterations: int = 5          # screen iterations per target
+    iterations: int = 3          # screen iterations per target
     sources: int = 100           # screen source classes per target (all when K - 1 is fewer)
-    candidates: int = 3          # best-ranked targets estimated fully
-    null_targets: int = 9        # random targets estimated fully for the null (the paper's K=10 has 9)
+    candidates: int = 2          # best-ranked targets estimated fully
+    null_targets: int = 7        # random targets estimated fully for the null
     seed: int = 0
 
 

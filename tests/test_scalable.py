@@ -185,7 +185,7 @@ def test_scalable_mode_is_checked_and_falls_back_to_the_full_method_for_few_clas
     with pytest.raises(ConfigError, match="screen_iterations"):
         ScanConfig(screen_iterations=0)
     assert not ScanConfig().scalable_for(1000)
-    assert not ScanConfig(scalable=True).scalable_for(12) and ScanConfig(scalable=True).scalable_for(13)
+    assert not ScanConfig(scalable=True).scalable_for(9) and ScanConfig(scalable=True).scalable_for(10)
 
 
 def test_cli_refuses_a_null_sample_too_small(tmp_path):
