@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -229,6 +229,17 @@ def main() -> None:
                    "docs/method.md 'Patch triggers').")
 @click.option("--patch-iterations", default=DEFAULTS.patch_iterations, show_default=True, type=int,
               help="Iteration bound of the mask estimation of lred-patch and nc.")
+@click.option("--scalable", is_flag=True,
+              help="Scalable mode for many classes: screen every target for a few iterations, estimate only the "
+                   "best-ranked and a random null sample fully (docs/scale.md). Off: the full method.")
+@click.option("--screen-iterations", default=DEFAULTS.screen_iterations, show_default=True, type=int,
+              help="--scalable: Algorithm 1 iterations per target in the screen.")
+@click.option("--screen-sources", default=DEFAULTS.screen_sources, show_default=True, type=int,
+              help="--scalable: source classes per target in the screen (all when fewer).")
+@click.option("--screen-candidates", default=DEFAULTS.screen_candidates, show_default=True, type=int,
+              help="--scalable: best-ranked targets estimated fully.")
+@click.option("--screen-null-targets", default=DEFAULTS.screen_null_targets, show_default=True, type=int,
+              help="--scalable: random targets estimated fully for the Gamma null.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.pass_context
@@ -240,7 +251,7 @@ def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_di
          input_scale: float, device: str, cuda_graphs: bool, output_name: str | None, batch_images: int,
          timeout: float | None, scheduler: str | None, json_path: Path | None, sarif_path: Path | None,
          output_format: str | None, html_path: Path | None, class_names: str | None, save_patterns: Path | None,
-         trigger: str | None, patch_iterations: int, quiet: bool, debug: bool) -> None:
+         trigger: str | None, patch_iterations: int, quiet: bool, debug: bool, **screen: Any) -> None:
     """Scan ONNX image classifiers for an imperceptible backdoor: one MODEL file, or (with --out)
     several files and folders."""
     reuse_freed_memory()     # before torch loads: its buffers are served from the heap too
@@ -274,7 +285,7 @@ def scan(ctx: click.Context, models: tuple[Path, ...], data: Path | None, out_di
                             layout=layout,
                             mean=mean_values, std=std_values, input_scale=input_scale, device=device,
                             cuda_graphs=cuda_graphs, output_name=output_name, batch_images=batch_images,
-                            timeout=timeout, trigger=trigger, patch_iterations=patch_iterations)
+                            timeout=timeout, trigger=trigger, patch_iterations=patch_iterations, **screen)
         names = parse_class_names(class_names) if class_names is not None else None
         if out_dir is not None:
             _scan_batch(targets, data, config, out_dir, loaded, keep, quiet, names, outputs, scheduler)   # exits

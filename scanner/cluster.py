@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .batch import ModelTask, Runner
     from .estimation import PatternEstimate, Progress
     from .jobs import Job
+    from .lred import PassCount
     from .pipeline import ScanOutcome
     from .prepare import PreparedScan, ProgressCallback
 
@@ -105,6 +106,7 @@ class GroupResult:
     estimates: list[PatternEstimate]
     fingerprint: str
     device: str
+    passes: tuple[int, int] = (0, 0)       # (forward+backward, forward-only) image rows on the worker
 
 
 def estimate_group(model: Any, data: Any, config: ScanConfig, indices: list[int]) -> GroupResult | LredError:
@@ -112,6 +114,7 @@ def estimate_group(model: Any, data: Any, config: ScanConfig, indices: list[int]
     Algorithm 1 for the jobs ``indices``. An LredError is returned, not raised: it is the same on
     every worker, so the scheduler must not retry it."""
     from .deadline import Deadline
+    from .lred import PassCount
     from .methods import method_named
     from .pipeline import estimate_locally
     from .prepare import prepare
@@ -126,8 +129,10 @@ def estimate_group(model: Any, data: Any, config: ScanConfig, indices: list[int]
             prepared = prepare(model.materialize(Path(folder, "model")), data.materialize(Path(folder, "data")),
                                config, deadline=deadline)
             jobs = method_named(config.method).jobs(prepared.num_classes)
-            estimates = estimate_locally(prepared, config, [jobs[i] for i in indices], progress)
-            return GroupResult(indices, estimates, fingerprint(prepared), str(prepared.device))
+            counts = PassCount()
+            estimates = estimate_locally(prepared, config, [jobs[i] for i in indices], progress, counts=counts)
+            return GroupResult(indices, estimates, fingerprint(prepared), str(prepared.device),
+                               (counts.image_passes, counts.forward_images))
     except LredError as exc:
         return _with_origins(exc, folder, model, data)
 
@@ -151,7 +156,7 @@ class ClusterEstimate:
         self.groups, self.say = groups, say or (lambda stage, message: None)
 
     def __call__(self, prepared: PreparedScan, config: ScanConfig, jobs: Sequence[Job], progress: Progress,
-                 notice: Callable[[str], None]) -> list[PatternEstimate]:
+                 notice: Callable[[str], None], counts: PassCount | None = None) -> list[PatternEstimate]:
         from .cluster_files import data_files, model_files
 
         distributed = require_distributed()
@@ -177,6 +182,8 @@ class ClusterEstimate:
                             "a Dask worker prepared another scan than the driver (other clean images or model "
                             "bytes: are lred, onnx and numpy the same versions there?); refusing to merge")
                     estimates.update(zip(result.indices, result.estimates))
+                    if counts is not None:
+                        counts.add(*result.passes)
                     self.say("estimate", f"group of {len(result.indices)} estimations done ({result.device}); "
                                          f"{len(estimates)}/{len(jobs)} in all")
                 progress(max((e.iterations for e in estimates.values()), default=0), len(estimates), len(jobs))

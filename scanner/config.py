@@ -59,6 +59,12 @@ class ScanConfig:
     timeout: float | None = None       # seconds for the whole scan (scanner/deadline.py); None: no limit
     trigger: str = "additive"          # both: the additive method and lred-patch, each at alpha / 2
     patch_iterations: int = 1000       # iteration bound of a patch method's mask estimation (patch_engine.py)
+    # the scalable mode (scanner/scalable.py, docs/scale.md): screen every target, estimate a few fully
+    scalable: bool = False             # off: the full method (every target estimated fully)
+    screen_iterations: int = 3         # Algorithm 1 iterations per target in the screen
+    screen_sources: int = 100          # source classes per target in the screen (all when K - 1 is fewer)
+    screen_candidates: int = 2         # best-ranked targets estimated fully
+    screen_null_targets: int = 7       # random targets estimated fully for the Gamma null
 
     def __post_init__(self) -> None:
         # imported here: the registry imports the estimation engine, which imports this module
@@ -100,6 +106,12 @@ class ScanConfig:
             (self.batch_images >= 1, "batch_images must be >= 1"),
             (self.std is None or all(s > 0 for s in self.std), "every std must be > 0"),
             (self.verify_extra_iterations >= 0, "verify_extra_iterations must be >= 0"),
+            (not self.scalable or (self.method == "lred" and not self.exact),
+             "the scalable mode screens L-RED's putative targets: method lred, not exact"),
+            *((getattr(self, name) >= 1, f"{name} must be >= 1")
+              for name in ("screen_iterations", "screen_sources", "screen_candidates")),
+            (self.screen_null_targets >= 3, "screen_null_targets must be >= 3 (the Gamma null needs two "
+                                            "statistics besides the largest)"),
             *((getattr(self, name) is None or math.isfinite(getattr(self, name)), f"{name} must be finite")
               for name in ("pi", "delta", "alpha", "input_scale", "weight_update_length", "crossing_resolution",
                            "relative_step", "adaptive_step", "parity_rtol", "parity_atol")),
@@ -110,7 +122,8 @@ class ScanConfig:
             # beyond 2**31 - 1 these counts overflow the indices of numpy and torch
             *((getattr(self, name) <= 2**31 - 1, f"{name} must be <= {2**31 - 1}")
               for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations",
-                           "patch_iterations")),
+                           "patch_iterations", "screen_iterations", "screen_sources", "screen_candidates",
+                           "screen_null_targets")),
             # a step of length h is bisected until its bracket is below the resolution (or delta): below
             # float64's 2**-52 * h the bracket stops shrinking and the bisection would never end
             (self.delta >= 1e-9, "delta must be >= 1e-9 (pixel units; float32 pixels do not move by less)"),
@@ -167,6 +180,11 @@ class ScanConfig:
         """Path length per update of w that the weight-controlled schedule reproduces (docs/method.md
         "Step schedule"), or None when that schedule is not followed (w is updated once per step)."""
         return self.weight_update_length if self.step_schedule == "adaptive" else None
+
+    def scalable_for(self, num_classes: int) -> bool:
+        """Whether a scan of a ``num_classes``-class model follows the scalable mode: asked for, and
+        more classes than the targets it would estimate fully anyway (else the full method runs)."""
+        return self.scalable and num_classes > self.screen_candidates + self.screen_null_targets
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as given, plus the resolved step schedule."""

@@ -76,6 +76,9 @@ class Engine:
         self.update_span = [0.0] * n
         self.q_before = torch.zeros((n, K), device=device, dtype=dtype)   # q_st where the last step began
         self.results: dict[int, PatternEstimate] = {}
+        self.started = False                    # the first iteration (no check before a step) is done
+        self.image_passes = 0                   # image rows through forward+backward (one per row and pass)
+        self.forward_images = 0                 # image rows through a forward pass alone (bisection)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -84,22 +87,33 @@ class Engine:
         """Iterate until every job is finished. ``cuda_graphs``: on a CUDA device, replay each
         unit's passes as a CUDA graph from its second iteration on; ``notice`` hears why, if
         that is refused."""
+        self.iterate(range(len(self.jobs)), progress, cuda_graphs, notice)
+        return [self.results[i] for i in range(len(self.jobs))]
+
+    def iterate(self, jobs: Sequence[int], progress: Progress | None = None, cuda_graphs: bool = True,
+                notice: Callable[[str], None] | None = None, rounds: int | None = None) -> None:
+        """Iterate the jobs ``jobs`` (indices) until they are finished, or for at most ``rounds``
+        iterations (None: no limit). The jobs left unfinished keep their state, so a later call
+        continues their paths exactly where this one stopped (the scalable mode's screen,
+        scanner/scalable.py). Counts the image rows it evaluates in ``image_passes``."""
         n = len(self.jobs)
         runner = UnitRunner(cuda_graphs and self.device.type == "cuda", notice)
-        active = list(range(n))
-        units = self.lay_out(active)
-        first_iteration = True
-        while active:
+        active = [i for i in jobs if i not in self.results]
+        units = self.lay_out(active) if active else []
+        done_rounds = 0
+        while active and (rounds is None or done_rounds < rounds):
             runner.start_iteration()
             for unit in units:
                 a, slots = unit.source_of_slot.shape
                 v_now = self.v[unit.index]
                 hits, grads = runner.run(unit_sums(self.classifier, self.x_all, unit), v_now, len(units))
+                self.image_passes += sum(int(rows.numel()) for rows, *_ in unit.passes)
                 hits_by_class = torch.zeros((a, self.K + 1), device=self.device, dtype=self.dtype).scatter_(
                     1, unit.source_of_slot, hits.view(a, slots))[:, :self.K]
                 self.step(unit, v_now, hits_by_class * self.inv_counts,
-                          grads.view((a, slots) + self.pixel_shape), first_iteration)
-            first_iteration = False
+                          grads.view((a, slots) + self.pixel_shape), not self.started)
+            self.started = True
+            done_rounds += 1
             still = [i for i in active if i not in self.results]
             if still != active:
                 active = still
@@ -107,7 +121,6 @@ class Engine:
                 runner.new_layout()
             if progress is not None:
                 progress(max(self.iterations, default=0), len(self.results), n)
-        return [self.results[i] for i in range(n)]
 
     def lay_out(self, active: list[int]) -> list[Unit]:
         """The units of one iteration over the jobs ``active`` (engine_passes.lay_out)."""
@@ -297,6 +310,7 @@ class Engine:
         with torch.no_grad():
             for start in range(0, rows.numel(), step):
                 idx = rows[start:start + step]
+                self.forward_images += int(idx.numel())
                 predicted = self.classifier.scores(clip_pixels(self.x_all[idx] + pattern)).argmax(dim=1)
                 q.index_add_(0, self.y_all[idx], (predicted == self.jobs[i].target).to(self.dtype))
         return q * self.inv_counts

@@ -21,6 +21,7 @@ the scan's default (docs/method.md "Step schedule"); ``ScanConfig.schedule`` pic
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .jobs import Job
@@ -32,6 +33,37 @@ if TYPE_CHECKING:   # torch loads with the engine, not with the method registry 
     from .schedules import StepSchedule
 
 
+@dataclass
+class PassCount:
+    """Image rows a pattern estimation evaluated: ``image_passes`` through forward+backward
+    (one per image row and iteration: the K(K-1)N per iteration of the full method), and
+    ``forward_images`` through a forward pass alone (bisection of a crossing step, screening)."""
+
+    image_passes: int = 0
+    forward_images: int = 0
+
+    def add(self, image_passes: int, forward_images: int = 0) -> None:
+        self.image_passes += image_passes
+        self.forward_images += forward_images
+
+
+def exact_passes(estimates: Sequence[PatternEstimate], labels: Sequence[int]) -> tuple[int, int]:
+    """(forward+backward, forward-only) image rows of ``algorithm1.estimate_patterns_exact``: per
+    job and iteration one forward+backward pass of its rows and one forward pass for line 5 (and
+    the forward+backward that found a zero gradient)."""
+    from .estimation import STATUS_ZERO_GRADIENT
+
+    counts: dict[int, int] = {}
+    for label in labels:
+        counts[int(label)] = counts.get(int(label), 0) + 1
+    both = forward = 0
+    for e in estimates:
+        rows = sum(counts.get(s, 0) for s in e.sources)
+        both += rows * (e.iterations + (e.status == STATUS_ZERO_GRADIENT))
+        forward += rows * e.iterations
+    return both, forward
+
+
 def lred_jobs(num_classes: int) -> list[Job]:
     """L-RED: one job per putative target class, over all other classes (Sec. 3.1)."""
     return [Job(t, tuple(s for s in range(num_classes) if s != t)) for t in range(num_classes)]
@@ -41,7 +73,8 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                       num_classes: int, *, pi: float, schedule: StepSchedule, max_iterations: int,
                       batch_images: int, jobs: Sequence[Job] | None = None, confirm: Confirm | None = None,
                       max_rejected_iterations: int = 0, progress: Progress | None = None,
-                      cuda_graphs: bool = True, notice: Callable[[str], None] | None = None) -> list[PatternEstimate]:
+                      cuda_graphs: bool = True, notice: Callable[[str], None] | None = None,
+                      counts: PassCount | None = None) -> list[PatternEstimate]:
     """Run Algorithm 1 for every job (by default L-RED: every putative target class).
 
     ``pixels`` (M, *pixel_shape) clean images in [0, 1], ``labels`` (M,) their classes;
@@ -51,6 +84,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     rejects keeps iterating for at most ``max_rejected_iterations`` more steps.
     ``cuda_graphs``: on a CUDA device, replay each unit's passes as a CUDA graph from its second
     iteration on (scanner/cuda_graphs.py); ``notice`` hears why, if that is refused.
+    ``counts``, when given, is increased by the image rows the estimation evaluated.
     """
     from .engine import Engine
 
@@ -58,4 +92,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     engine = Engine(classifier, pixels, labels, num_classes, jobs, pi=pi, schedule=schedule,
                     max_iterations=max_iterations, batch_images=batch_images, confirm=confirm,
                     max_rejected_iterations=max_rejected_iterations)
-    return engine.run(progress, cuda_graphs, notice)
+    estimates = engine.run(progress, cuda_graphs, notice)
+    if counts is not None:
+        counts.add(engine.image_passes, engine.forward_images)
+    return estimates

@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import lred
+from . import detection, lred
 from .algorithm1 import estimate_patterns_exact
 from .allocator import reuse_freed_memory
 from .audit import utc_now
 from .class_names import check_class_names
 from .config import ScanConfig
 from .deadline import Deadline
-from .errors import EstimationError, LredError, ResourceError, is_out_of_memory
+from .errors import ConfigError, EstimationError, LredError, ResourceError, is_out_of_memory
 from .estimation import PatternEstimate, Progress
 from .evidence import require_evidence
 from .examples import PatchedExample, patched_examples
@@ -26,12 +26,14 @@ from .methods import method_named
 from .prepare import PreparedScan, ProgressCallback, StepTimer, prepare
 from .report import ScanReport
 from .report_builder import build_report, job_name
+from .scalable import ScreenOutcome, estimate_scalable, scalable_summary, scalable_test, screen_settings
 from .verify import ReferenceCheck
 
 __all__ = ["Estimate", "ProgressCallback", "ScanOutcome", "estimate_locally", "scan"]
 
-# estimate(prepared, config, jobs, progress, notice) -> one PatternEstimate per job, in job order
-Estimate = Callable[[PreparedScan, ScanConfig, Sequence[Job], Progress, Callable[[str], None]],
+# estimate(prepared, config, jobs, progress, notice, counts) -> one PatternEstimate per job, in job
+# order; the image rows it evaluated are added to ``counts``
+Estimate = Callable[[PreparedScan, ScanConfig, Sequence[Job], Progress, Callable[[str], None], "lred.PassCount"],
                     list[PatternEstimate]]
 
 
@@ -74,8 +76,8 @@ def scan(model_path: str | os.PathLike, data_path: str | os.PathLike,
 
 
 def estimate_locally(prepared: PreparedScan, config: ScanConfig, jobs: Sequence[Job],
-                     progress: Progress | None = None, notice: Callable[[str], None] | None = None
-                     ) -> list[PatternEstimate]:
+                     progress: Progress | None = None, notice: Callable[[str], None] | None = None,
+                     counts: lred.PassCount | None = None) -> list[PatternEstimate]:
     """Step 5, Algorithm 1 (App. A.2) for ``jobs`` in this process: one PatternEstimate per job, in
     job order, each accepted only when onnxruntime confirms Q_t >= pi. A job's estimate does not
     depend on the jobs run beside it (docs/cluster.md), so the jobs can be split over processes."""
@@ -85,12 +87,16 @@ def estimate_locally(prepared: PreparedScan, config: ScanConfig, jobs: Sequence[
     torch.manual_seed(config.seed)
     common: dict[str, Any] = dict(pi=config.pi, max_iterations=config.max_iterations, jobs=jobs, progress=progress)
     if config.exact:
-        return estimate_patterns_exact(prepared.classifier, x, y, prepared.num_classes, delta=config.delta, **common)
+        estimates = estimate_patterns_exact(prepared.classifier, x, y, prepared.num_classes, delta=config.delta,
+                                            **common)
+        if counts is not None:
+            counts.add(*lred.exact_passes(estimates, prepared.y.tolist()))
+        return estimates
     return lred.estimate_patterns(
         prepared.classifier, x, y, prepared.num_classes, schedule=config.schedule,
         batch_images=config.batch_images, confirm=check.confirm,
         max_rejected_iterations=config.verify_extra_iterations, cuda_graphs=config.cuda_graphs,
-        notice=notice, **common)
+        notice=notice, counts=counts, **common)
 
 
 def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig,
@@ -116,7 +122,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
     check = ReferenceCheck(prepared.reference, prepared.transform, x, y, num_classes, config.pi)
     jobs = method.jobs(num_classes)
     say("estimate", f"{config.method}: {len(jobs)} pattern estimations on {x.shape[0]} images ({device}"
-                    f"{', exact per-target loop' if config.exact else ''})")
+                    f"{', exact per-target loop' if config.exact else ''}"
+                    f"{', scalable mode: a screen, then a few in full' if config.scalable_for(num_classes) else ''})")
 
     def progress(iteration: int, finished: int, total: int) -> None:
         deadline.check(f"estimating patterns ({finished}/{total} done after {iteration} iterations)")
@@ -128,7 +135,19 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
         refusals.append(message)
         say("estimate", message)
 
-    estimates = (estimate or estimate_locally)(prepared, config, jobs, progress, notice)
+    counts = lred.PassCount()
+    screened: ScreenOutcome | None = None
+    if config.scalable_for(num_classes) and not config.exact:
+        if estimate is not None:
+            raise ConfigError("--scalable runs in one process: scan without --scheduler")
+        screened = estimate_scalable(
+            classifier, torch.as_tensor(x), torch.as_tensor(y), num_classes, schedule=config.schedule,
+            batch_images=config.batch_images, screen=screen_settings(config), confirm=check.confirm,
+            max_rejected_iterations=config.verify_extra_iterations, cuda_graphs=config.cuda_graphs,
+            notice=notice, counts=counts, pi=config.pi, max_iterations=config.max_iterations, progress=progress)
+        estimates = screened.estimates
+    else:
+        estimates = (estimate or estimate_locally)(prepared, config, jobs, progress, notice, counts)
     lap("estimate")
     if device.type == "cuda":
         timing["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -148,11 +167,19 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
             f"(status {stuck[0].status}): the model passes no usable gradient from those classes' "
             "scores to the input (quantized, thresholded or saturated operators?); the order-statistic "
             "test needs a positive ||v_t|| for every class")
-    result = method.test(norms, config.alpha, config.p_value_basis)
+    def test(kept: list[int]) -> detection.DetectionResult:
+        """The order-statistic test on the estimates ``kept`` (indices) alone."""
+        if screened is None:
+            return method.test(norms[kept], config.alpha, config.p_value_basis)
+        targets = [estimates[i].target_class for i in kept]
+        null = [t for t in screened.null_targets if t in targets]
+        return scalable_test(norms[kept], targets, null, num_classes, config.alpha, config.p_value_basis)
+
+    result = test(list(range(len(estimates))))
 
     def flags_on(kept: list[int]) -> int | None:
         """The test on the estimates ``kept`` alone: the index (into all estimates) it flags, or None."""
-        alone = method.test(norms[kept], config.alpha, config.p_value_basis)
+        alone = test(kept)
         return kept[alone.inferred_target] if alone.detected else None
 
     notes = require_evidence(estimates, [v.fraction for v in verified], config.pi, result.inferred_target,
@@ -161,7 +188,8 @@ def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: S
     timing["total_seconds"] = round(time.perf_counter() - started, 4)
 
     report = build_report(prepared, config, method, estimates, verified, result, refusals, timing,
-                          at_patterns, notes, started_at, class_names)
+                          at_patterns, notes, started_at, class_names, (counts.image_passes, counts.forward_images),
+                          None if screened is None else scalable_summary(screened, config))
     patterns = {(e.target_class if not method.reports_pairs else (e.sources[0], e.target_class)):
                 prepared.transform.from_pixels(e.pattern).astype(np.float32) for e in estimates}
     return ScanOutcome(report, patterns, patched_examples(prepared, estimates[result.inferred_target]))

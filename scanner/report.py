@@ -112,6 +112,19 @@ class AuditTrail:
 
 
 @dataclass(frozen=True)
+class ScalableSummary:
+    """The scalable mode (scanner/scalable.py): which targets were estimated fully, and why."""
+
+    screen_iterations: int
+    screen_sources: int                    # source classes per target in the screen
+    warm_start: bool                       # the selected targets continued the screen's paths
+    candidates: tuple[int, ...]            # the best-ranked targets of the screen
+    null_targets: tuple[int, ...]          # drawn at random from all K; the Gamma null is fitted to them
+    screen_scores: tuple[float, ...]       # progress per target (J_t rise per unit ||v_t||; inf: reached pi)
+    screen_image_passes: int
+
+
+@dataclass(frozen=True)
 class ScanReport:
     """Everything a reader or a program needs to check and defend the verdict."""
 
@@ -128,7 +141,8 @@ class ScanReport:
     most_suspicious_class: int             # argmax_t r_t, reported even when clean
     null_gamma_shape: float
     null_gamma_scale: float
-    classes: tuple[ClassReport, ...]       # P-RED: the pair with the smallest pattern per target
+    classes: tuple[ClassReport, ...]       # P-RED: the pair with the smallest pattern per target;
+                                           # scalable mode: the targets estimated fully
     pairs: tuple[PairReport, ...]          # P-RED only; empty for L-RED and U-RED
     model: ModelSummary
     parity: ParitySummary
@@ -147,6 +161,9 @@ class ScanReport:
     tests: tuple[ScanTest, ...] = ()       # the tests run (patch and both scans; empty for a plain additive scan)
     patch_classes: tuple[ClassReport, ...] = ()   # --trigger both: lred-patch's per-class masks
     saved_arrays: tuple[str, ...] = ()     # files written by --save-patterns, relative to that folder
+    image_passes: int = 0                  # image rows through forward+backward in pattern estimation
+    forward_images: int = 0                # image rows through a forward pass alone (bisection, screen scores)
+    scalable: ScalableSummary | None = None  # the scalable mode's record; None: the full method
 
     @property
     def backdoor_found(self) -> bool:

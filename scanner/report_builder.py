@@ -25,6 +25,7 @@ from .report import (
     ModelSummary,
     PairReport,
     ParitySummary,
+    ScalableSummary,
     ScanReport,
 )
 from .resume import config_digest
@@ -48,26 +49,30 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
                  estimates: list[PatternEstimate], verified: Sequence[VerifiedFractions],
                  result: detection.DetectionResult, refusals: list[str], timing: dict[str, float],
                  at_patterns: converters.Parity, notes: Sequence[str] = (),
-                 started_at: str | None = None, class_names: tuple[str, ...] = ()) -> ScanReport:
+                 started_at: str | None = None, class_names: tuple[str, ...] = (),
+                 image_passes: tuple[int, int] = (0, 0), scalable: ScalableSummary | None = None) -> ScanReport:
     """The report of one scan, started at ``started_at`` (``audit.utc_now()``; None: now) for the audit trail.
     ``estimates`` and ``verified`` are per job, in job order;
     ``result`` is the test over their statistics; ``refusals`` why CUDA graphs were turned off;
     ``at_patterns`` the comparison with onnxruntime at the final patterns; ``notes`` more warnings;
-    ``class_names`` labels for the reports only."""
+    ``class_names`` labels for the reports only; ``image_passes`` (forward+backward, forward-only) image
+    rows of the estimation; ``scalable`` the scalable mode's record (then ``estimates`` cover the
+    selected targets only)."""
     norms = np.array([e.pattern_norm for e in estimates])
     detected = result.detected
     suspect = estimates[result.inferred_target]
     sources = method.source_classes(suspect, config.pi)
     per_target = _best_per_target(estimates, prepared.num_classes)
     classes = tuple(
-        ClassReport(target_class=t, pattern_norm=float(norms[i]), statistic=float(result.statistics[i]),
+        ClassReport(target_class=estimates[i].target_class, pattern_norm=float(norms[i]),
+                    statistic=float(result.statistics[i]),
                     iterations=estimates[i].iterations, status=estimates[i].status,
                     torch_fraction=round(estimates[i].fraction, 6),
                     verified_fraction=round(verified[i].fraction, 6),
                     source_weights=tuple(float(w) for w in estimates[i].source_weights),
                     misclassification=tuple(float(q) for q in verified[i].misclassification),
                     check_rejections=estimates[i].check_rejections)
-        for t, i in enumerate(per_target))
+        for i in per_target)
     pairs = tuple(
         PairReport(source_class=e.sources[0], target_class=e.target_class, pattern_norm=float(n),
                    statistic=float(r), iterations=e.iterations, status=e.status,
@@ -102,16 +107,18 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
         + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes),
         cuda_graphs=_graphs_status(prepared.device, config, refusals),
         audit=audit_trail(started_at, prepared.device, clean), class_names=class_names,
-        config_digest=config_digest(config))
+        config_digest=config_digest(config), image_passes=image_passes[0], forward_images=image_passes[1],
+        scalable=scalable)
 
 
 def _best_per_target(estimates: list[PatternEstimate], num_classes: int) -> list[int]:
-    """Index of the estimate with the smallest pattern for each target class."""
+    """Index of the estimate with the smallest pattern for each target class estimated (every
+    class, except in the scalable mode), in class order."""
     best: dict[int, int] = {}
     for i, e in enumerate(estimates):
         if e.target_class not in best or e.pattern_norm < estimates[best[e.target_class]].pattern_norm:
             best[e.target_class] = i
-    return [best[t] for t in range(num_classes)]
+    return [best[t] for t in range(num_classes) if t in best]
 
 
 def _warnings(estimates: list[PatternEstimate], verified: Sequence[VerifiedFractions],

@@ -19,7 +19,7 @@ from .report import ClassReport, Inspection, ScanReport
 # Scan (and error) report: 2: p_value_basis, paper_log10_p_value, calibrated_log10_p_value;
 # 3: cuda_graphs; 4: audit (and the error report's schema_version follows it); 5: class_names,
 # config_digest; trigger, tests, patch_classes, saved_arrays and per class mask_l1, anomaly_index (patch
-# triggers, methods lred-patch, nc).
+# triggers, methods lred-patch, nc); image_passes, forward_images, scalable.
 JSON_SCHEMA_VERSION = 5
 # Inspect report: 1: the first versioned one; 2: input_scale, mean, std, clean_accuracy, clean_images,
 # clean_problem.
@@ -99,6 +99,11 @@ def render_text(report: ScanReport) -> str:
                  f"({min(report.data.images_per_class)}-{max(report.data.images_per_class)} per class), "
                  f"device {report.device}{_graphs_note(report.cuda_graphs)}, "
                  f"{report.timing.get('total_seconds', 0.0):.1f} s")
+    lines.append(f"  {report.image_passes:,} image passes (forward+backward) in pattern estimation"
+                 + ("" if report.scalable is None else
+                    f"; scalable mode: {len(report.classes)} of {report.model.num_classes} targets estimated "
+                    f"fully ({len(report.scalable.candidates)} screened candidates, "
+                    f"{len(report.scalable.null_targets)} random null targets)"))
     lines.extend(_class_table(report.classes, report.most_suspicious_class,
                               "||m_t||_1" if report.trigger == "patch" else "||v_t||", names))
     lines.extend(_patch_lines(report))

@@ -148,8 +148,10 @@ def train(make_model: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, *, 
 
 def export_torchscript(model: nn.Module, path: Path, *, opset: int = 17, output: str = "logits",
                        batch_axis: str | None = "batch", check: bool = True,
-                       input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> None:
-    """TorchScript exporter (dynamo=False), input 'image' of ``input_shape`` (default (N, 1, 28, 28)), weights embedded.
+                       input_shape: tuple[int, ...] | None = None,
+                       image_size: tuple[int, int] = (28, 28)) -> None:
+    """TorchScript exporter (dynamo=False), input 'image' of ``input_shape`` (default (N, 1, *image_size)),
+    weights embedded.
 
     ``batch_axis`` names the dynamic batch axis (None: batch fixed at 1). Written to a temporary
     file first; with ``check`` the file must have no external data and pass the full ONNX check."""
@@ -159,7 +161,7 @@ def export_torchscript(model: nn.Module, path: Path, *, opset: int = 17, output:
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(*input_shape),), str(tmp), dynamo=False,
+        torch.onnx.export(model.eval(), (torch.zeros(*(input_shape or (1, 1, *image_size))),), str(tmp), dynamo=False,
                           opset_version=opset, input_names=["image"], output_names=[output],
                           dynamic_axes=({"image": {0: batch_axis}, output: {0: batch_axis}}
                                         if batch_axis else None))
