@@ -161,9 +161,10 @@ class ClusterEstimate:
 
         distributed = require_distributed()
         split = split_jobs(len(jobs), self.groups or worker_threads(self.client))
-        # a copy on every worker: the files survive the death of any one of them
-        model, data = self.client.scatter([model_files(self.model_path), data_files(self.data_path)],
-                                          broadcast=True)
+        # the files travel inside each task: the scheduler holds them until the task is done, so a
+        # rerun after a worker's death has them too (scattered copies die with their workers, and a
+        # broadcast made while a worker restarts reaches only the others: seen losing a group)
+        model, data = model_files(self.model_path), data_files(self.data_path)
         futures = {self.client.submit(estimate_group, model, data, config, indices, pure=False, retries=1): indices
                    for indices in split}
         self.say("estimate", f"{len(jobs)} estimations in {len(split)} groups on the Dask cluster "
@@ -269,12 +270,12 @@ def scan_models(client: Client, model_paths: Iterable[str | os.PathLike], data_p
     would report it) or, for a task the cluster lost, a ClusterError. ``retries``: reruns of a
     task that raised something else (a worker's disk, say); a worker's death is rerun by the
     scheduler. At most ``in_flight`` models (None: twice the worker threads) are on the cluster
-    at once, so memory holds a few models, not all; the clean data is sent once to every worker."""
+    at once, so memory holds a few models, not all; the clean data travels with each task."""
     from .cluster_files import data_files, model_files
 
     distributed = require_distributed()
     limit = in_flight or 2 * worker_threads(client)
-    data = client.scatter(data_files(data_path), broadcast=True)      # a copy on every worker
+    data = data_files(data_path)      # in each task, as the model (see ClusterEstimate)
     queue = iter(Path(p) for p in model_paths)
     running: dict[Any, Path] = {}
     try:
@@ -313,7 +314,7 @@ def cluster_runner(client: Client, retries: int = 1) -> Runner:
 
         distributed = require_distributed()
         limit = 2 * worker_threads(client)
-        shipped: dict[Path | None, Any] = {}          # each clean data set, sent once to every worker
+        shipped: dict[Path | None, Any] = {}          # each clean data set, read once
         queue = iter(pending)
         running: dict[Any, tuple[int, ModelTask]] = {}
         try:
@@ -324,8 +325,8 @@ def cluster_runner(client: Client, retries: int = 1) -> Runner:
                         break
                     index, task = item
                     try:
-                        if task.data not in shipped:
-                            shipped[task.data] = client.scatter(data_files(task.data or ""), broadcast=True)
+                        if task.data not in shipped:     # in each task, as the model (see ClusterEstimate)
+                            shipped[task.data] = data_files(task.data or "")
                         model = model_files(task.model)
                     except LredError as exc:
                         yield index, task, exc
