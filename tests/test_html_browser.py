@@ -81,3 +81,42 @@ def test_backdoored_report_renders_in_chromium_with_every_image_decoded(chromium
         target = Path(os.environ["LRED_SCREENSHOT_DIR"])
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(screenshot, target / SCREENSHOT_NAME)
+
+
+@pytest.mark.slow
+def test_batch_index_renders_in_chromium_and_links_each_report(chromium, browser, tmp_path, monkeypatch):
+    """A batch of a vendor folder (a backdoored, a clean and a broken model): index.html lists the
+    three with their verdicts, its links open each scanned model's HTML report (every image decoded)
+    and the broken model's one-line reason is on the page; screenshot batch_index.png."""
+    from click.testing import CliRunner
+
+    from scanner.cli import main
+    from tests.conftest import FAST_OPTIONS
+    from tests.test_batch import write_vendor
+
+    write_vendor(tmp_path)
+    monkeypatch.chdir(tmp_path)                  # relative paths on the page, as an auditor would type them
+    out = tmp_path / "audit"
+    result = CliRunner().invoke(main, ["scan", "models", "--data", "clean.npz", "--out", "audit", "--quiet",
+                                       *FAST_OPTIONS], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    browser.get((out / "index.html").resolve().as_uri())
+    text = browser.execute_script("return document.body.innerText")
+    assert "backdoor" in text and "clean" in text and "broken.onnx" in text
+    links = browser.execute_script(
+        "return Array.from(document.links).map(a => a.getAttribute('href')).filter(h => h.endsWith('.html'))")
+    assert len(links) == 2
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, height + 40)
+    screenshot = tmp_path / "batch_index.png"
+    assert browser.save_screenshot(str(screenshot))
+    if os.environ.get("LRED_SCREENSHOT_DIR"):
+        target = Path(os.environ["LRED_SCREENSHOT_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, target / "batch_index.png")
+    for link in links:
+        browser.get((out / link).resolve().as_uri())
+        decoded = browser.execute_script(
+            "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+        assert decoded and all(decoded)
+        assert browser.execute_script("return document.scripts.length") == 0
