@@ -271,36 +271,11 @@ def scan_models(client: Client, model_paths: Iterable[str | os.PathLike], data_p
     task that raised something else (a worker's disk, say); a worker's death is rerun by the
     scheduler. At most ``in_flight`` models (None: twice the worker threads) are on the cluster
     at once, so memory holds a few models, not all; the clean data travels with each task."""
-    from .cluster_files import data_files, model_files
+    from .cluster_files import data_files
 
-    distributed = require_distributed()
-    limit = in_flight or 2 * worker_threads(client)
-    data = data_files(data_path)      # in each task, as the model (see ClusterEstimate)
-    queue = iter(Path(p) for p in model_paths)
-    running: dict[Any, Path] = {}
-    try:
-        while True:
-            while len(running) < limit:
-                path = next(queue, None)
-                if path is None:
-                    break
-                try:
-                    model = model_files(path)
-                except LredError as exc:
-                    yield path, exc
-                    continue
-                # the model's bytes travel in the task itself: the scheduler holds them until the
-                # task is done, so a rerun after a worker's death has them too
-                future = client.submit(scan_model, model, data, config, pure=False, retries=retries)
-                running[future] = path
-            if not running:
-                return
-            for future in _wait(set(running)):
-                path = running.pop(future)
-                yield path, _outcome(future, distributed)
-                future.release()
-    finally:
-        _cancel(client, list(running))
+    data = data_files(data_path)      # read once, before any task (a bad data set stops here)
+    tasks = ((Path(p), Path(p), lambda: data, config, ()) for p in model_paths)
+    yield from _scan_tasks(client, tasks, retries, in_flight)
 
 
 def cluster_runner(client: Client, retries: int = 1) -> Runner:
@@ -310,39 +285,60 @@ def cluster_runner(client: Client, retries: int = 1) -> Runner:
     ``scan_models``, at most twice the worker threads of models are on the cluster at once and a
     task the cluster lost for good comes back as a ClusterError."""
     def run(pending: Sequence[tuple[int, ModelTask]]) -> Iterator[tuple[int, ModelTask, ScanOutcome | Exception]]:
-        from .cluster_files import data_files, model_files
+        from .cluster_files import data_files
 
-        distributed = require_distributed()
-        limit = 2 * worker_threads(client)
-        shipped: dict[Path | None, Any] = {}          # each clean data set, read once
-        queue = iter(pending)
-        running: dict[Any, tuple[int, ModelTask]] = {}
-        try:
-            while True:
-                while len(running) < limit:
-                    item = next(queue, None)
-                    if item is None:
-                        break
-                    index, task = item
-                    try:
-                        if task.data not in shipped:     # in each task, as the model (see ClusterEstimate)
-                            shipped[task.data] = data_files(task.data or "")
-                        model = model_files(task.model)
-                    except LredError as exc:
-                        yield index, task, exc
-                        continue
-                    future = client.submit(scan_model, model, shipped[task.data], task.config,
-                                           tuple(task.class_names or ()), pure=False, retries=retries)
-                    running[future] = (index, task)
-                if not running:
-                    return
-                for future in _wait(set(running)):
-                    index, task = running.pop(future)
-                    yield index, task, _outcome(future, distributed)
-                    future.release()
-        finally:
-            _cancel(client, list(running))
+        read: dict[Path | None, Any] = {}          # each clean data set, read once
+
+        def data_of(task: ModelTask) -> Callable[[], Any]:
+            def load() -> Any:
+                if task.data not in read:
+                    read[task.data] = data_files(task.data or "")
+                return read[task.data]
+            return load
+
+        tasks = (((index, task), task.model, data_of(task), task.config, tuple(task.class_names or ()))
+                 for index, task in pending)
+        for (index, task), outcome in _scan_tasks(client, tasks, retries, None):
+            yield index, task, outcome
     return run
+
+
+def _scan_tasks(client: Client, tasks: Iterable[tuple[Any, Path, Callable[[], Any], ScanConfig, tuple[str, ...]]],
+                retries: int, in_flight: int | None) -> Iterator[tuple[Any, ScanOutcome | Exception]]:
+    """The loop of ``scan_models`` and ``cluster_runner``: each (key, model, data loader, config,
+    class names) one ``scan_model`` task, at most ``in_flight`` (None: twice the worker threads) on
+    the cluster at once; yield (key, outcome or error) as each finishes. A model or data set that
+    cannot be read is yielded as its LredError without a task. The files travel inside each task:
+    the scheduler holds them until the task is done, so a rerun after a worker's death has them
+    too (see ClusterEstimate)."""
+    from .cluster_files import model_files
+
+    distributed = require_distributed()
+    limit = in_flight or 2 * worker_threads(client)
+    queue = iter(tasks)
+    running: dict[Any, Any] = {}
+    try:
+        while True:
+            while len(running) < limit:
+                item = next(queue, None)
+                if item is None:
+                    break
+                key, path, load_data, config, class_names = item
+                try:
+                    data, model = load_data(), model_files(path)
+                except LredError as exc:
+                    yield key, exc
+                    continue
+                future = client.submit(scan_model, model, data, config, class_names, pure=False, retries=retries)
+                running[future] = key
+            if not running:
+                return
+            for future in _wait(set(running)):
+                key = running.pop(future)
+                yield key, _outcome(future, distributed)
+                future.release()
+    finally:
+        _cancel(client, list(running))
 
 
 def _cancel(client: Client, futures: list) -> None:
