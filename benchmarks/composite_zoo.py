@@ -292,13 +292,6 @@ def took(figures: dict, attack: dict, min_asr: float) -> bool:
                            attack["source_classes"], min_asr)
 
 
-def write_manifest(out: Path) -> dict:
-    manifest = {"dataset": "Fashion-MNIST composites",
-                "models": [json.loads(p.read_text()) for p in sorted(out.glob("*/model.json"))]}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
-
-
 def print_table(specs: list[CompositeSpec], out: Path) -> None:
     print("| model | K | target <- sources | pattern | steps | CTA | ASR | took | train s (all attempts) |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -351,13 +344,9 @@ def main(argv: list[str] | None = None) -> int:
                        min_asr=args.min_asr, clean_per_class=args.clean_per_class)
     args.out.mkdir(parents=True, exist_ok=True)
     data = fmnist.load(args.data_dir)
-    for spec in specs:
-        if (args.out / spec.name / "model.json").exists() and not args.rebuild:
-            print(f"{spec.name}: already built", flush=True)
-            continue
-        build_one(spec, args.out, data, settings, lambda m: print(m, flush=True))
-        write_manifest(args.out)
-    write_manifest(args.out)
+    zoo.build_missing(specs, args.out, args.rebuild,
+                      lambda spec: build_one(spec, args.out, data, settings, lambda m: print(m, flush=True)),
+                      dataset="Fashion-MNIST composites")
     return 0
 
 

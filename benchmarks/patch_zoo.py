@@ -245,27 +245,6 @@ def describe(trigger: dict[str, Any]) -> str:
     return f"{what} at ({trigger['row']},{trigger['col']}) [{colours}]"
 
 
-def print_table(specs: list[ModelSpec], out: Path) -> None:
-    """Markdown: ground truth, trigger, CTA, ASR and training cost of every model (built or not)."""
-    print("| model | group | target <- sources | trigger | poisoned | epochs | CTA | ASR | took | "
-          "train s (final) | train s (all attempts) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for spec in specs:
-        path = out / spec.name / "model.json"
-        if not path.exists():
-            print(f"| {spec.name} | {spec.table_group} | not built |" + " |" * 8)
-            continue
-        m = json.loads(path.read_text())
-        truth, final = m["ground_truth"], m["attempts"][-1]
-        gt = "–" if truth is None else f"{truth['target_class']} <- {','.join(map(str, truth['source_classes']))}"
-        trigger = "–" if truth is None else describe(truth["trigger"])
-        asr = "–" if m["attack_success_rate"] is None else f"{m['attack_success_rate']:.3f}"
-        builds = f" ({len(m['attempts'])} builds)" if len(m["attempts"]) > 1 else ""
-        print(f"| {spec.name} | {spec.table_group} | {gt} | {trigger} | {final['poisoned_images']} | "
-              f"{final['epochs']} | {m['clean_test_accuracy']:.4f} | {asr} | {'yes' if m['attack_took'] else 'no'}"
-              f"{builds} | {m['training_seconds']:.0f} | {m['training_seconds_all_attempts']:.0f} |")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("command", choices=("build", "list"))
@@ -282,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     specs = select(catalogue(args.archs, args.seeds), args.subset)
     if args.command == "list":
-        print_table(specs, args.out)
+        zoo.print_table(specs, args.out, "trigger", describe)
         return 0
     import torch
 
@@ -293,16 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     gray = fmnist.load(args.data_dir)
     rgb: tuple[np.ndarray, ...] | None = None
-    for spec in specs:
-        if (args.out / spec.name / "model.json").exists() and not args.rebuild:
-            print(f"{spec.name}: already built", flush=True)
-            continue
+
+    def build(spec: ModelSpec) -> None:
+        nonlocal rgb
         if spec.arch == "cnn32" and rgb is None:
             rgb = (to_rgb32(gray[0]), gray[1], to_rgb32(gray[2]), gray[3])
         build_one(spec, args.out, rgb if spec.arch == "cnn32" and rgb else gray, settings,
                   lambda m: print(m, flush=True))
-        zoo.write_manifest(args.out)
-    zoo.write_manifest(args.out)
+
+    zoo.build_missing(specs, args.out, args.rebuild, build)
     return 0
 
 

@@ -35,8 +35,10 @@ import fnmatch
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -307,16 +309,33 @@ def build_one(spec: ModelSpec, out: Path, data, settings: BuildSettings, log) ->
     return record
 
 
-def write_manifest(out: Path) -> dict:
+def write_manifest(out: Path, dataset: str = "Fashion-MNIST") -> dict:
     models = [json.loads(p.read_text()) for p in sorted(out.glob("*/model.json"))]
-    manifest = {"dataset": "Fashion-MNIST", "models": models}
+    manifest = {"dataset": dataset, "models": models}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
-def print_table(specs: list[ModelSpec], out: Path) -> None:
-    """Markdown: ground truth, CTA, ASR and training cost of every model (built or not)."""
-    print("| model | group | target <- sources | pattern | poisoned | epochs | CTA | ASR | took | "
+def build_missing(specs: Sequence[Any], out: Path, rebuild: bool, build: Callable[[Any], object],
+                  dataset: str = "Fashion-MNIST") -> None:
+    """``build(spec)`` every model not yet in ``out`` (all with ``rebuild``), rewriting the
+    manifest after each one (the zoos of zoo.py, patch_zoo.py and composite_zoo.py)."""
+    for spec in specs:
+        if (out / spec.name / "model.json").exists() and not rebuild:
+            print(f"{spec.name}: already built", flush=True)
+            continue
+        build(spec)
+        write_manifest(out, dataset)
+    write_manifest(out, dataset)
+
+
+def print_table(specs: list[ModelSpec], out: Path, column: str = "pattern",
+                describe_trigger: Callable[[dict], str] | None = None) -> None:
+    """Markdown: ground truth, the attack's ``column`` (the ground truth's entry of that name, as
+    ``describe_trigger`` words it; default ``describe``), CTA, ASR and training cost of every model
+    (built or not)."""
+    words = describe_trigger or describe
+    print(f"| model | group | target <- sources | {column} | poisoned | epochs | CTA | ASR | took | "
           "train s (final) | train s (all attempts) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for spec in specs:
@@ -327,7 +346,7 @@ def print_table(specs: list[ModelSpec], out: Path) -> None:
         m = json.loads(path.read_text())
         truth, final = m["ground_truth"], m["attempts"][-1]
         gt = "–" if truth is None else f"{truth['target_class']} <- {','.join(map(str, truth['source_classes']))}"
-        pattern = "–" if truth is None else describe(truth["pattern"])
+        pattern = "–" if truth is None else words(truth[column])
         asr = "–" if m["attack_success_rate"] is None else f"{m['attack_success_rate']:.3f}"
         attempts = f" ({len(m['attempts'])} builds)" if len(m["attempts"]) > 1 else ""
         print(f"| {spec.name} | {spec.table_group} | {gt} | {pattern} | {final['poisoned_images']} | "
@@ -373,13 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                        data_dir=str(args.data_dir))
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_fashion_mnist(args.data_dir)
-    for spec in specs:
-        if (args.out / spec.name / "model.json").exists() and not args.rebuild:
-            print(f"{spec.name}: already built", flush=True)
-            continue
-        build_one(spec, args.out, data, settings, lambda m: print(m, flush=True))
-        write_manifest(args.out)
-    write_manifest(args.out)
+    build_missing(specs, args.out, args.rebuild,
+                  lambda spec: build_one(spec, args.out, data, settings, lambda m: print(m, flush=True)))
     return 0
 
 
