@@ -145,7 +145,6 @@ def plan(models: Sequence[Path], data: str | os.PathLike | None, config: ScanCon
     manifest's settings for that model in place of every field not named in ``keep`` (the
     command line's explicit options). Raises ConfigError when a model has no clean data or the
     manifest's settings make an invalid configuration."""
-    has_class_names = "class_names" in {f.name for f in dataclasses.fields(ScanConfig)}
     tasks = []
     for model in models:
         settings = manifest.settings_for(model) if manifest is not None else {}
@@ -154,8 +153,6 @@ def plan(models: Sequence[Path], data: str | os.PathLike | None, config: ScanCon
         names = settings.get("class_names") if "class_names" not in keep else None
         if class_names is not None and ("class_names" in keep or names is None):   # --class-names wins
             names = tuple(class_names)
-        if names is not None and has_class_names:
-            changes["class_names"] = names
         try:
             model_config = dataclasses.replace(config, **changes) if changes else config
         except ConfigError as exc:
