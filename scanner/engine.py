@@ -107,7 +107,7 @@ class Engine:
                 a, slots = unit.source_of_slot.shape
                 v_now = self.v[unit.index]
                 hits, grads = runner.run(unit_sums(self.classifier, self.x_all, unit), v_now, len(units))
-                self.image_passes += sum(int(rows.numel()) for rows, *_ in unit.passes)
+                self.image_passes += unit.image_rows
                 hits_by_class = torch.zeros((a, self.K + 1), device=self.device, dtype=self.dtype).scatter_(
                     1, unit.source_of_slot, hits.view(a, slots))[:, :self.K]
                 self.step(unit, v_now, hits_by_class * self.inv_counts,

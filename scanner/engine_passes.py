@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -33,6 +34,11 @@ class Unit:
     index: torch.Tensor | slice
     passes: list[Pass]
     source_of_slot: torch.Tensor
+
+    @cached_property
+    def image_rows(self) -> int:
+        """Image rows through forward+backward in one iteration of this unit (the report's image passes)."""
+        return sum(int(rows.numel()) for rows, *_ in self.passes)
 
 
 def lay_out(active: Sequence[int], jobs: Sequence[Job], batch: PairBatch, targets: torch.Tensor,
