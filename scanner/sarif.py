@@ -145,45 +145,42 @@ def _result(item: ModelOutcome | BatchRow, path: str | None, index: int | None) 
 
 
 def _report_result(report: ScanReport) -> dict[str, Any]:
-    evidence = (f"p-value {_format_p(report.log10_p_value)} ({report.p_value_basis}; alpha {report.alpha:g})")
-    if report.backdoor_found:
-        sources = _classes(report.source_classes) or "none identified"
-        text = (f"Backdoor detected in {report.model.path}: target class {report.target_class}, "
-                f"source class(es) {sources}; {evidence}.")
-        result: dict[str, Any] = {"ruleId": RULE_BACKDOOR, "ruleIndex": 0, "level": "error"}
-    else:
-        text = (f"No backdoor detected in {report.model.path}: {evidence}; "
-                f"most suspicious class {report.most_suspicious_class}.")
-        result = {"ruleId": RULE_BACKDOOR, "ruleIndex": 0, "kind": "pass", "level": "none"}
-    result["message"] = {"text": text}
-    result["properties"] = {
-        "verdict": report.verdict, "method": report.method, "target_class": report.target_class,
-        "source_classes": list(report.source_classes), "most_suspicious_class": report.most_suspicious_class,
-        "p_value": _finite(report.p_value), "log10_p_value": _finite(report.log10_p_value),
-        "p_value_basis": report.p_value_basis, "alpha": report.alpha, "model_sha256": report.model.sha256,
-        "data_sha256": report.audit.data_sha256 if report.audit is not None else None,
-    }
-    return result
+    return _verdict_result(
+        report.model.path, report.backdoor_found, report.target_class, report.source_classes,
+        report.log10_p_value, report.p_value_basis, report.alpha,
+        f"; most suspicious class {report.most_suspicious_class}",
+        {"verdict": report.verdict, "method": report.method, "target_class": report.target_class,
+         "source_classes": list(report.source_classes), "most_suspicious_class": report.most_suspicious_class,
+         "p_value": _finite(report.p_value), "log10_p_value": _finite(report.log10_p_value),
+         "p_value_basis": report.p_value_basis, "alpha": report.alpha, "model_sha256": report.model.sha256,
+         "data_sha256": report.audit.data_sha256 if report.audit is not None else None})
 
 
 def _row_result(row: BatchRow) -> dict[str, Any]:
     """A batch row with a verdict: as ``_report_result``, from the figures the summary keeps."""
-    evidence = (f"p-value {_format_p(row.log10_p_value if row.log10_p_value is not None else math.nan)} "
-                f"({row.p_value_basis}; alpha {row.alpha:g})")
-    if row.verdict == "backdoor":
-        sources = _classes(row.source_classes) or "none identified"
-        text = (f"Backdoor detected in {row.model}: target class {row.target_class}, "
-                f"source class(es) {sources}; {evidence}.")
+    return _verdict_result(
+        row.model, row.verdict == "backdoor", row.target_class, row.source_classes,
+        row.log10_p_value if row.log10_p_value is not None else math.nan, row.p_value_basis, row.alpha, "",
+        {"verdict": row.verdict, "target_class": row.target_class, "source_classes": list(row.source_classes),
+         "p_value": row.p_value, "log10_p_value": row.log10_p_value, "p_value_basis": row.p_value_basis,
+         "alpha": row.alpha, "model_sha256": row.model_sha256, "data_sha256": row.data_sha256})
+
+
+def _verdict_result(model: str, backdoor: bool, target: int | None, sources: Sequence[int], log10_p: float,
+                    basis: str | None, alpha: float | None, clean_detail: str,
+                    properties: dict[str, Any]) -> dict[str, Any]:
+    """The result of a model with a verdict: level "error" naming target and sources for a
+    backdoor, kind "pass" for a clean model; ``clean_detail`` ends a clean model's message."""
+    evidence = f"p-value {_format_p(log10_p)} ({basis}; alpha {alpha:g})"
+    if backdoor:
+        text = (f"Backdoor detected in {model}: target class {target}, "
+                f"source class(es) {_classes(sources) or 'none identified'}; {evidence}.")
         result: dict[str, Any] = {"ruleId": RULE_BACKDOOR, "ruleIndex": 0, "level": "error"}
     else:
-        text = f"No backdoor detected in {row.model}: {evidence}."
+        text = f"No backdoor detected in {model}: {evidence}{clean_detail}."
         result = {"ruleId": RULE_BACKDOOR, "ruleIndex": 0, "kind": "pass", "level": "none"}
     result["message"] = {"text": text}
-    result["properties"] = {
-        "verdict": row.verdict, "target_class": row.target_class, "source_classes": list(row.source_classes),
-        "p_value": row.p_value, "log10_p_value": row.log10_p_value, "p_value_basis": row.p_value_basis,
-        "alpha": row.alpha, "model_sha256": row.model_sha256, "data_sha256": row.data_sha256,
-    }
+    result["properties"] = properties
     return result
 
 
