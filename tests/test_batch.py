@@ -221,13 +221,13 @@ def test_sigint_during_a_batch_exits_2_and_the_rerun_scans_only_the_missing_mode
     (models / "broken.onnx").unlink()
     out = tmp_path / "out"
     args = [sys.executable, "-m", "scanner", "scan", str(models), "--data", str(data), "--out", str(out),
-            "-n", "4", "--delta", "0.01"]
+            "-n", "4", "--delta", "0.0003", "--fixed-step"]     # seconds per model: the SIGINT lands inside one
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:                    # plain lines: stderr is a pipe, not a terminal
-        if line.startswith("lred [2/2] ["):       # the first model is done, the second one's scan runs
+        if line.startswith("lred [2/2] [estimate]"):     # the first model is done, the second one's estimation runs
             process.send_signal(signal.SIGINT)
             break
     _, stderr = process.communicate(timeout=300)
