@@ -129,6 +129,7 @@ class PatchEngine:
         self.rejections = [0] * n
         self.iterations = [0] * n
         self.results: dict[int, PatchEstimate] = {}
+        self.image_passes = 0                                  # image rows through forward+backward
 
     def masks(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(m (k, H, W), u (k, *pixel_shape)) of the jobs ``index``, in [0, 1] (tanh reparameterization)."""
@@ -157,6 +158,7 @@ class PatchEngine:
         for group in self.batch.chunks(active):
             rows_image = torch.cat([idx for _, idx in group]).to(self.device)
             rows_job = torch.cat([torch.full((idx.numel(),), i, dtype=torch.long) for i, idx in group]).to(self.device)
+            self.image_passes += int(rows_image.numel())
             with torch.enable_grad():
                 mask, pattern = self.masks(rows_job)
                 m = self.expand(mask)

@@ -121,7 +121,7 @@ def estimate_patches(prepared: PreparedScan, config: ScanConfig, on_progress: Pr
     lap("test")
     timing["total_seconds"] = round(time.perf_counter() - started, 4)
     report = build_report(prepared, config, method, estimates, verified, result, [], timing, at_patterns,
-                          notes, started_at, class_names)
+                          notes, started_at, class_names, (engine.image_passes, 0))
     index = nc.anomaly_indices(norms)
     classes = tuple(dataclasses.replace(c, mask_l1=c.pattern_norm, anomaly_index=float(index[c.target_class]))
                     for c in report.classes)
@@ -169,6 +169,7 @@ def combine(additive: ScanOutcome, patch: ScanOutcome, config: ScanConfig, secon
         source_classes=fired[0].source_classes if fired else (),
         classes=tuple(dataclasses.replace(c, anomaly_index=float(index[c.target_class])) for c in a.classes),
         trigger="both", tests=tests, patch_classes=p.classes, timing=timing, config_digest=config_digest(config),
+        image_passes=a.image_passes + p.image_passes, forward_images=a.forward_images + p.forward_images,
         warnings=a.warnings + tuple(f"lred-patch: {w}" for w in p.warnings)
         + (f"--trigger both: each of the two tests ran at alpha/2 = {config.alpha / 2:g} (Bonferroni)",))
     return ScanOutcome(report, additive.patterns, examples=additive.examples, masks=patch.masks,

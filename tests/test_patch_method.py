@@ -59,6 +59,8 @@ def test_the_engine_finds_a_small_mask_for_the_target_and_weights_on_its_sources
     assert target.mask[:3, :3].sum() > 0.5 * target.pattern_norm   # and the target's sits on the corner
     assert set(np.flatnonzero(target.source_weights > 0.05)) <= set(SOURCES)
     assert target.masked_pattern.shape == prepared.x.shape[1:]
+    rows = [int(np.isin(prepared.y, job.sources).sum()) for job in engine.jobs]     # one pass per row and iteration
+    assert engine.image_passes == rows[0] * target.iterations + rows[1] * other.iterations > 0
 
 
 def test_onnxruntime_disagreeing_with_every_mask_fails_closed(two_sources, monkeypatch):
@@ -110,6 +112,7 @@ def test_lred_patch_finds_the_target_and_a_source_and_saves_the_masks(two_source
     assert sorted(report["saved_arrays"]) == sorted(p.name for p in arrays.iterdir())
     assert len(report["saved_arrays"]) == 12
     assert "||m_t||_1" in result.output
+    assert report["image_passes"] >= sum(c["iterations"] for c in report["classes"]) * 4    # >= 4 images per row
 
 
 @pytest.mark.slow
