@@ -104,7 +104,8 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
         device=str(prepared.device), onnxruntime_providers=prepared.reference.info.providers,
         config=config.as_dict(), timing=timing, versions=versions(),
         warnings=_warnings(estimates, verified, selection.per_class, config)
-        + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes),
+        + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes)
+        + (() if scalable is None or detected else _scalable_caveats(scalable, prepared.num_classes)),
         cuda_graphs=_graphs_status(prepared.device, config, refusals),
         audit=audit_trail(started_at, prepared.device, clean), class_names=class_names,
         config_digest=config_digest(config), image_passes=image_passes[0], forward_images=image_passes[1],
@@ -136,6 +137,19 @@ def _warnings(estimates: list[PatternEstimate], verified: Sequence[VerifiedFract
         elif v.fraction < config.pi:
             notes.append(f"{job_name(e)}: onnxruntime measures Q_t {v.fraction:.3f} < pi "
                          f"{config.pi} for the final pattern")
+    return tuple(notes)
+
+
+def _scalable_caveats(scalable: ScalableSummary, num_classes: int) -> tuple[str, ...]:
+    """What a "no backdoor" verdict of the scalable mode rests on (docs/scale.md, measured)."""
+    estimated = len(set(scalable.candidates) | set(scalable.null_targets))
+    notes = [f"scalable mode: {estimated} of {num_classes} targets were estimated fully; \"no backdoor\" "
+             "assumes the screen ranked the target with the largest r_t among its candidates, which it "
+             "failed to do on a measured clean model (docs/scale.md); scan without --scalable to confirm"]
+    if scalable.screen_sources < num_classes - 1:
+        notes.append(f"scalable mode: the screen saw {scalable.screen_sources} of {num_classes - 1} source "
+                     "classes per target, so an attack with few source classes can go unseen (a single-source "
+                     "attack at K = 1000 was missed, docs/scale.md)")
     return tuple(notes)
 
 

@@ -165,6 +165,7 @@ def test_scalable_scan_finds_the_planted_target_and_records_its_passes(tmp_path)
     report = scan(model, data, ScanConfig(images_per_class=1, scalable=True, screen_iterations=3,
                                           screen_candidates=2, screen_null_targets=8)).report
     assert report.verdict == "backdoor" and report.target_class == 5
+    assert not [w for w in report.warnings if w.startswith("scalable mode:")]     # a detection stands alone
     record = report.scalable
     assert record is not None and record.warm_start and 5 in record.candidates
     assert {c.target_class for c in report.classes} == {*record.candidates, *record.null_targets}
@@ -175,6 +176,16 @@ def test_scalable_scan_finds_the_planted_target_and_records_its_passes(tmp_path)
     assert report.image_passes <= record.screen_image_passes + len(report.classes) * (k - 1) * (longest + 1)
     assert report.forward_images >= k     # the screen scores' forward passes at v = 0 and at v_t
     validate_scan_report(json.loads(json.dumps(report_to_dict(report))))
+
+
+def test_a_clean_verdict_of_the_scalable_mode_says_what_it_rests_on(tmp_path):
+    k = 24
+    model, data = synthetic.write_case(tmp_path, num_classes=k, per_class=1, backdoor_target=None)
+    report = scan(model, data, ScanConfig(images_per_class=1, scalable=True, screen_iterations=2,
+                                          screen_sources=6, screen_candidates=1, screen_null_targets=6)).report
+    assert report.verdict == "clean"
+    caveats = [w for w in report.warnings if w.startswith("scalable mode:")]
+    assert len(caveats) == 2 and "scan without --scalable" in caveats[0] and "6 of 23 source" in caveats[1]
 
 
 def test_scalable_mode_is_checked_and_falls_back_to_the_full_method_for_few_classes():
