@@ -68,6 +68,14 @@ def test_composite_attack_ground_truth_is_seeded_and_excludes_the_target():
     assert composite_zoo.attack_for(composite_zoo.CompositeSpec(2, "clean", 0, 0)) is None
 
 
+def test_a_relabelled_attack_is_rebuilt_with_less_poison_and_a_weak_one_with_more():
+    attack = {"source_classes": [3, 7]}
+    relabelled = {"attack_success_rate": 0.93, "to_target_without_pattern": {3: 0.8, 7: 0.9}}
+    weak = {"attack_success_rate": 0.5, "to_target_without_pattern": {3: 0.0, 7: 0.1}}
+    assert composite_zoo.next_attempt(relabelled, attack, 0.8, 0.02, 400) == (0.01, 600)
+    assert composite_zoo.next_attempt(weak, attack, 0.8, 0.02, 400) == (0.04, 600)
+
+
 # ---------------------------------------------------------------------------- selection
 
 def test_selection_takes_the_best_scores_and_a_seeded_uniform_null_sample():
