@@ -290,9 +290,7 @@ def next_attempt(figures: dict, attack: dict, min_asr: float, rate: float, steps
     when the ASR was reached but the source classes went to the target without the pattern too
     (poison well above a class's share of the batch, 1/K, teaches the model to relabel the
     sources), else twice the rate; 50% more steps either way."""
-    without = figures["to_target_without_pattern"]
-    relabelled = (figures["attack_success_rate"] >= min_asr
-                  and float(np.mean([without[s] for s in attack["source_classes"]])) > 1.0 - min_asr)
+    relabelled = figures["attack_success_rate"] >= min_asr and not took(figures, attack, min_asr)
     return (rate / 2 if relabelled else 2 * rate), steps + steps // 2
 
 
