@@ -19,6 +19,7 @@ import fnmatch
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"full": [], "scalable": ["--scalable"]}
+SAMPLED = re.compile(r"sampled(\d+)(?:-r(\d+))?")   # sampled8: --sample-sources 8; sampled8-r20: --refresh-every 20
+
+
+def mode_options(mode: str) -> list[str]:
+    """The lred scan options of a mode: full, scalable, or sampledM[-rR] (sampled sources)."""
+    if mode in MODES:
+        return MODES[mode]
+    match = SAMPLED.fullmatch(mode)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"unknown mode {mode!r}: full, scalable or sampledM[-rR]")
+    return ["--sample-sources", match[1]] + (["--refresh-every", match[2]] if match[2] else [])
+
+
+def parse_mode(mode: str) -> str:
+    mode_options(mode)
+    return mode
 
 
 def run_scan(model: dict, zoo: Path, mode: str, out: Path, images_per_class: int, timeout_minutes: float,
@@ -36,7 +53,7 @@ def run_scan(model: dict, zoo: Path, mode: str, out: Path, images_per_class: int
     report = folder / f"{mode}.json"
     command = [sys.executable, "-m", "scanner.cli", "scan", str(zoo / model["name"] / model["model"]),
                "--data", str(zoo / model["name"] / model["clean_images"]), "-n", str(images_per_class),
-               "--json", str(report), "--timeout", str(60 * timeout_minutes), "-q", *MODES[mode], *extra]
+               "--json", str(report), "--timeout", str(60 * timeout_minutes), "-q", *mode_options(mode), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -82,30 +99,36 @@ def fmt(c: dict, key: str, spec: str = "") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def print_tables(models: list[dict], out: Path, full_max_k: int) -> None:
-    print("K <= full-max-k: full method and scalable mode, side by side\n")
-    print("| model | truth (CTA, ASR) | full: verdict, target, side | full passes | full CPU s (wall) | "
-          "scalable: verdict, target, side | scalable passes | scalable CPU s (wall) | passes full/scalable | "
-          "same verdict, target, side |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+def print_tables(models: list[dict], out: Path, full_max_k: int, modes: list[str]) -> None:
+    for mode in (m for m in modes if m != "full"):
+        print_mode_tables(models, out, full_max_k, mode)
+
+
+def print_mode_tables(models: list[dict], out: Path, full_max_k: int, mode: str) -> None:
+    print(f"K <= full-max-k: full method and {mode}, side by side\n")
+    print(f"| model | truth (CTA, ASR) | full: verdict, target, side | full passes | full CPU s (wall) | "
+          f"{mode}: verdict, target, side | {mode} passes | {mode} CPU s (wall) | passes full/{mode} | "
+          f"CPU s full/{mode} | same verdict, target, side |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for m in models:
         if m["num_classes"] > full_max_k:
             continue
-        full, fast = (cell(*load(out, m["name"], mode)) for mode in ("full", "scalable"))
+        full, fast = (cell(*load(out, m["name"], name)) for name in ("full", mode))
         same = ("–" if "side" not in full or "side" not in fast else
                 "yes" if all(full[k] == fast[k] for k in ("verdict", "target", "side")) else "NO")
         ratio = (f"{full['passes'] / fast['passes']:.1f}x" if full.get("passes") and fast.get("passes") else "–")
+        cpu = (f"{full['cpu'] / fast['cpu']:.1f}x" if full.get("cpu") and fast.get("cpu") else "–")
         print(f"| {m['name']} | {describe(m)} | {summary(full)} | {fmt(full, 'passes', ',')} | "
               f"{fmt(full, 'cpu')} ({fmt(full, 'wall')}) | {summary(fast)} | {fmt(fast, 'passes', ',')} | "
-              f"{fmt(fast, 'cpu')} ({fmt(fast, 'wall')}) | {ratio} | {same} |")
-    print("\nK > full-max-k: scalable mode alone\n")
+              f"{fmt(fast, 'cpu')} ({fmt(fast, 'wall')}) | {ratio} | {cpu} | {same} |")
+    print(f"\nK > full-max-k: {mode} alone\n")
     print("| model | truth (CTA, ASR) | verdict, target, side | right | targets estimated | passes | CPU s | "
           "wall s | within 60 min | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for m in models:
         if m["num_classes"] <= full_max_k:
             continue
-        fast = cell(*load(out, m["name"], "scalable"))
+        fast = cell(*load(out, m["name"], mode))
         truth = m["ground_truth"]
         right = "–" if "side" not in fast else (
             "yes" if (fast["verdict"] == "clean") == (truth is None)
@@ -114,6 +137,7 @@ def print_tables(models: list[dict], out: Path, full_max_k: int) -> None:
         print(f"| {m['name']} | {describe(m)} | {summary(fast)} | {right} | {fmt(fast, 'estimated')} | "
               f"{fmt(fast, 'passes', ',')} | {fmt(fast, 'cpu')} | {fmt(fast, 'wall')} | {within} | "
               f"{fmt(fast, 'rss')} |")
+    print()
 
 
 def describe(m: dict) -> str:
@@ -135,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-max-k", type=int, default=100, help="run the full method up to this K")
     parser.add_argument("-n", "--images-per-class", type=int, default=1)
     parser.add_argument("--timeout-minutes", type=float, default=60.0, help="per scan (lred scan --timeout)")
-    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--modes", nargs="*", default=list(MODES), type=parse_mode,
+                        help="full, scalable and/or sampledM[-rR] (--sample-sources M --refresh-every R)")
     parser.add_argument("--report-only", action="store_true", help="print the tables of the results there are")
     parser.add_argument("extra", nargs="*", help="more lred scan options, after --")
     args = parser.parse_args(argv)
@@ -153,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = run_scan(m, args.zoo, mode, args.out, args.images_per_class, args.timeout_minutes, args.extra)
                 print(f"{m['name']} {mode}: exit {run['exit_status']}, {run['wall_seconds']} s wall, "
                       f"{run['cpu_seconds']} s CPU", file=sys.stderr, flush=True)
-    print_tables(models, args.out, args.full_max_k)
+    print_tables(models, args.out, args.full_max_k, args.modes)
     return 0
 
 

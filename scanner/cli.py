@@ -240,6 +240,12 @@ def main() -> None:
               help="--scalable: best-ranked targets estimated fully.")
 @click.option("--screen-null-targets", default=DEFAULTS.screen_null_targets, show_default=True, type=int,
               help="--scalable: random targets estimated fully for the Gamma null.")
+@click.option("--sample-sources", default=DEFAULTS.sample_sources, show_default=True, type=int,
+              help="Experimental, for many classes: every target's path, each iteration's gradient from this many "
+                   "source classes drawn by the weights w (docs/scale.md). 0: every source (Algorithm 1).")
+@click.option("--refresh-every", default=DEFAULTS.refresh_every, show_default=True, type=int,
+              help="--sample-sources: iterations between two measurements of every misclassification fraction "
+                   "of a target.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.pass_context

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from .lred import Sampling
     from .schedules import StepSchedule
 
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
@@ -65,6 +66,10 @@ class ScanConfig:
     screen_sources: int = 100          # source classes per target in the screen (all when K - 1 is fewer)
     screen_candidates: int = 2         # best-ranked targets estimated fully
     screen_null_targets: int = 7       # random targets estimated fully for the Gamma null
+    # sampled sources (scanner/sampled.py, docs/scale.md): every target's path, each iteration's gradient
+    # from source classes drawn by w
+    sample_sources: int = 0            # draws per target and iteration; 0: every source (Algorithm 1)
+    refresh_every: int = 10            # iterations between two measurements of every q_st of a target
 
     def __post_init__(self) -> None:
         # imported here: the registry imports the estimation engine, which imports this module
@@ -110,6 +115,10 @@ class ScanConfig:
              "the scalable mode screens L-RED's putative targets: method lred, not exact"),
             *((getattr(self, name) >= 1, f"{name} must be >= 1")
               for name in ("screen_iterations", "screen_sources", "screen_candidates")),
+            (self.sample_sources >= 0, "sample_sources must be >= 0 (0: every source)"),
+            (self.refresh_every >= 1, "refresh_every must be >= 1"),
+            (self.sample_sources == 0 or (self.method == "lred" and not self.exact and not self.scalable),
+             "sample_sources draws L-RED's sources by w: method lred, not exact, not scalable"),
             (self.screen_null_targets >= 3, "screen_null_targets must be >= 3 (the Gamma null needs two "
                                             "statistics besides the largest)"),
             *((getattr(self, name) is None or math.isfinite(getattr(self, name)), f"{name} must be finite")
@@ -123,7 +132,7 @@ class ScanConfig:
             *((getattr(self, name) <= 2**31 - 1, f"{name} must be <= {2**31 - 1}")
               for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations",
                            "patch_iterations", "screen_iterations", "screen_sources", "screen_candidates",
-                           "screen_null_targets")),
+                           "screen_null_targets", "sample_sources", "refresh_every")),
             # a step of length h is bisected until its bracket is below the resolution (or delta): below
             # float64's 2**-52 * h the bracket stops shrinking and the bisection would never end
             (self.delta >= 1e-9, "delta must be >= 1e-9 (pixel units; float32 pixels do not move by less)"),
@@ -185,6 +194,14 @@ class ScanConfig:
         """Whether a scan of a ``num_classes``-class model follows the scalable mode: asked for, and
         more classes than the targets it would estimate fully anyway (else the full method runs)."""
         return self.scalable and num_classes > self.screen_candidates + self.screen_null_targets
+
+    def sampling_for(self, num_classes: int) -> Sampling | None:
+        """The sampled-sources setting of a scan of a ``num_classes``-class model, or None: not asked
+        for, or at least as many draws as there are sources (then the full method runs)."""
+        from .lred import Sampling
+        if self.sample_sources == 0 or self.sample_sources >= num_classes - 1:
+            return None
+        return Sampling(self.sample_sources, self.refresh_every, self.seed)
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as given, plus the resolved step schedule."""

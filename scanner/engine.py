@@ -40,6 +40,8 @@ class Engine:
     (onnxruntime's view of Q_t >= pi); a job it rejects keeps iterating for at most
     ``max_rejected_iterations`` more steps. ``run`` returns one PatternEstimate per job."""
 
+    relayout_each_iteration = False    # the sampled engine (sampled.py) draws its sources anew every iteration
+
     def __init__(self, classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,
                  num_classes: int, jobs: Sequence[Job], *, pi: float, schedule: StepSchedule,
                  max_iterations: int, batch_images: int, confirm: Confirm | None = None,
@@ -75,6 +77,9 @@ class Engine:
         # the bisection bracket after a step was cut back to the first misclassified point
         self.update_span = [0.0] * n
         self.q_before = torch.zeros((n, K), device=device, dtype=dtype)   # q_st where the last step began
+        # per job and class, a factor on w_s in grad_v J_t: None (the full method: every source is in
+        # every pass); the sampled engine (scanner/sampled.py) sets the importance weights of its draws
+        self.source_scale: torch.Tensor | None = None
         self.results: dict[int, PatternEstimate] = {}
         self.started = False                    # the first iteration (no check before a step) is done
         self.image_passes = 0                   # image rows through forward+backward (one per row and pass)
@@ -110,12 +115,12 @@ class Engine:
                 self.image_passes += unit.image_rows
                 hits_by_class = torch.zeros((a, self.K + 1), device=self.device, dtype=self.dtype).scatter_(
                     1, unit.source_of_slot, hits.view(a, slots))[:, :self.K]
-                self.step(unit, v_now, hits_by_class * self.inv_counts,
+                self.step(unit, v_now, self.observed_fractions(unit, hits_by_class * self.inv_counts),
                           grads.view((a, slots) + self.pixel_shape), not self.started)
             self.started = True
             done_rounds += 1
             still = [i for i in active if i not in self.results]
-            if still != active:
+            if still != active or self.relayout_each_iteration:
                 active = still
                 units = self.lay_out(active) if active else []
                 runner.new_layout()
@@ -125,6 +130,11 @@ class Engine:
     def lay_out(self, active: list[int]) -> list[Unit]:
         """The units of one iteration over the jobs ``active`` (engine_passes.lay_out)."""
         return lay_out(active, self.jobs, self.batch, self.targets, self.y_all, self.K, self.device)
+
+    def observed_fractions(self, unit: Unit, q: torch.Tensor) -> torch.Tensor:
+        """q_st (a, K) of the unit's jobs at their v, from this iteration's passes: here every source's
+        (the sampled engine fills the classes it did not draw from earlier passes)."""
+        return q
 
     # -- lines 5-12, then line 4, for the jobs of a unit at once ------------------------------
 
@@ -138,7 +148,9 @@ class Engine:
         w_now = self.w[unit.index]
         fraction = (w_now * q).sum(dim=1)                                  # Q_t(v(tau+1), w(tau))
         w_next, crossings = self._next_weights(unit, q, fraction, w_now, first_iteration)
-        per_class = torch.nn.functional.pad(w_next * self.inv_counts, (0, 1))   # column K: padding slots
+        per_source = w_next * self.inv_counts if self.source_scale is None else \
+            w_next * self.inv_counts * self.source_scale[unit.index]
+        per_class = torch.nn.functional.pad(per_source, (0, 1))                 # column K: padding slots
         coefficient = per_class.gather(1, unit.source_of_slot).reshape(
             unit.source_of_slot.shape + (1,) * len(self.pixel_shape))
         gradient = (coefficient * grads).sum(dim=1)                        # grad_v J_t(v, w)
@@ -233,7 +245,9 @@ class Engine:
                 return
             if self.jobs[i].adapt_weights and not self._update_weights(i, q, fraction):
                 return
-        coefficient = (self.w[i] * self.inv_counts).reshape((self.K,) + (1,) * len(self.pixel_shape))
+        per_source = self.w[i] * self.inv_counts if self.source_scale is None else \
+            self.w[i] * self.inv_counts * self.source_scale[i]
+        coefficient = per_source.reshape((self.K,) + (1,) * len(self.pixel_shape))
         gradient = (coefficient * grad_by_source).sum(dim=0)              # grad_v J_t(v, w)
         norm = torch.linalg.vector_norm(gradient)
         if not bool(torch.isfinite(norm)) or float(norm) == 0.0:

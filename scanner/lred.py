@@ -47,6 +47,16 @@ class PassCount:
         self.forward_images += forward_images
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Sampled sources (scanner/sampled.py): ``draws`` classes drawn by w per target and iteration,
+    every q_st measured every ``refresh_every`` iterations, the draws seeded by ``seed``."""
+
+    draws: int
+    refresh_every: int
+    seed: int
+
+
 def exact_passes(estimates: Sequence[PatternEstimate], labels: Sequence[int]) -> tuple[int, int]:
     """(forward+backward, forward-only) image rows of ``algorithm1.estimate_patterns_exact``: per
     job and iteration one forward+backward pass of its rows and one forward pass for line 5 (and
@@ -74,7 +84,7 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
                       batch_images: int, jobs: Sequence[Job] | None = None, confirm: Confirm | None = None,
                       max_rejected_iterations: int = 0, progress: Progress | None = None,
                       cuda_graphs: bool = True, notice: Callable[[str], None] | None = None,
-                      counts: PassCount | None = None) -> list[PatternEstimate]:
+                      counts: PassCount | None = None, sampling: Sampling | None = None) -> list[PatternEstimate]:
     """Run Algorithm 1 for every job (by default L-RED: every putative target class).
 
     ``pixels`` (M, *pixel_shape) clean images in [0, 1], ``labels`` (M,) their classes;
@@ -85,13 +95,20 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
     ``cuda_graphs``: on a CUDA device, replay each unit's passes as a CUDA graph from its second
     iteration on (scanner/cuda_graphs.py); ``notice`` hears why, if that is refused.
     ``counts``, when given, is increased by the image rows the estimation evaluated.
+    ``sampling``, when given, draws each iteration's sources by w (scanner/sampled.py) instead of
+    passing every source's images.
     """
     from .engine import Engine
 
     jobs = lred_jobs(num_classes) if jobs is None else list(jobs)
-    engine = Engine(classifier, pixels, labels, num_classes, jobs, pi=pi, schedule=schedule,
-                    max_iterations=max_iterations, batch_images=batch_images, confirm=confirm,
-                    max_rejected_iterations=max_rejected_iterations)
+    common = dict(pi=pi, schedule=schedule, max_iterations=max_iterations, batch_images=batch_images,
+                  confirm=confirm, max_rejected_iterations=max_rejected_iterations)
+    if sampling is None:
+        engine = Engine(classifier, pixels, labels, num_classes, jobs, **common)  # type: ignore[arg-type]
+    else:
+        from .sampled import SampledEngine
+        engine = SampledEngine(classifier, pixels, labels, num_classes, jobs, draws=sampling.draws,
+                               refresh_every=sampling.refresh_every, seed=sampling.seed, **common)
     estimates = engine.run(progress, cuda_graphs, notice)
     if counts is not None:
         counts.add(engine.image_passes, engine.forward_images)

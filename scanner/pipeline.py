@@ -96,7 +96,7 @@ def estimate_locally(prepared: PreparedScan, config: ScanConfig, jobs: Sequence[
         prepared.classifier, x, y, prepared.num_classes, schedule=config.schedule,
         batch_images=config.batch_images, confirm=check.confirm,
         max_rejected_iterations=config.verify_extra_iterations, cuda_graphs=config.cuda_graphs,
-        notice=notice, counts=counts, **common)
+        notice=notice, counts=counts, sampling=config.sampling_for(prepared.num_classes), **common)
 
 
 def _scan(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig,

@@ -105,7 +105,8 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
         config=config.as_dict(), timing=timing, versions=versions(),
         warnings=_warnings(estimates, verified, selection.per_class, config)
         + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes)
-        + (() if scalable is None or detected else _scalable_caveats(scalable, prepared.num_classes)),
+        + (() if scalable is None or detected else _scalable_caveats(scalable, prepared.num_classes))
+        + _sampling_note(config, prepared.num_classes),
         cuda_graphs=_graphs_status(prepared.device, config, refusals),
         audit=audit_trail(started_at, prepared.device, clean), class_names=class_names,
         config_digest=config_digest(config), image_passes=image_passes[0], forward_images=image_passes[1],
@@ -151,6 +152,17 @@ def _scalable_caveats(scalable: ScalableSummary, num_classes: int) -> tuple[str,
                      "classes per target, so an attack with few source classes can go unseen (a single-source "
                      "attack at K = 1000 was missed, docs/scale.md)")
     return tuple(notes)
+
+
+def _sampling_note(config: ScanConfig, num_classes: int) -> tuple[str, ...]:
+    """The departure from Algorithm 1 of a scan with sampled sources (scanner/sampled.py)."""
+    sampling = config.sampling_for(num_classes)
+    if sampling is None:
+        return ()
+    return (f"sampled sources: each iteration's gradient came from {sampling.draws} of the {num_classes - 1} "
+            "source classes, drawn by the weights w, and the misclassification fractions of the others were "
+            f"measured every {sampling.refresh_every} iterations: a stochastic departure from Algorithm 1 "
+            "(docs/scale.md); scan without --sample-sources for the paper's estimate",)
 
 
 def disagreement(result: detection.DetectionResult, suspect: PatternEstimate) -> str | None:

@@ -1,0 +1,137 @@
+"""Sampled sources (scanner/sampled.py): each iteration's gradient from source classes drawn by w."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import converters
+from scanner.config import ScanConfig
+from scanner.errors import ConfigError
+from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
+from scanner.lred import PassCount, Sampling, estimate_patterns, lred_jobs
+from scanner.pipeline import scan
+from scanner.reporters import report_to_dict
+from scanner.sampled import SampledEngine
+from scanner.schedules import FixedStep
+from tests import synthetic
+from tests.schemas import validate_scan_report
+
+K = 14
+SETTINGS = dict(pi=0.9, max_iterations=400, schedule=FixedStep(0.02), batch_images=4096)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model = synthetic.linear_classifier(K, backdoor_target=5)
+    module = converters.to_torch(model, "image", "logits").module
+    classifier = DifferentiableClassifier(module, synthetic.identity_transform(), "logits", torch.device("cpu"))
+    x, y = synthetic.clean_images(K, 2)
+    return classifier, torch.tensor(x[:, None] / 255.0, dtype=torch.float32), torch.tensor(y)
+
+
+def sampled(problem, draws=3, refresh_every=5, seed=0, jobs=None, counts=None):
+    classifier, x, y = problem
+    return estimate_patterns(classifier, x, y, K, jobs=jobs, counts=counts,
+                             sampling=Sampling(draws, refresh_every, seed), **SETTINGS)
+
+
+def test_the_draws_weight_each_class_so_that_the_gradient_estimate_is_unbiased(problem):
+    classifier, x, y = problem
+    engine = SampledEngine(classifier, x, y, K, lred_jobs(K)[:2], draws=3, refresh_every=1000, seed=0, **SETTINGS)
+    w = torch.zeros(K)
+    w[[0, 1, 2, 3]] = torch.tensor([0.7, 0.2, 0.07, 0.03])
+    engine.w[1] = w                                      # job 1 (target 1) keeps w_1 = 0
+    engine.w[1, 1] = 0.0
+    engine.w[1] /= engine.w[1].sum()
+    total = torch.zeros(K, dtype=torch.float64)
+    rounds = 4000
+    for _ in range(rounds):
+        units = engine.lay_out([1])
+        drawn = set(units[0].source_of_slot[0].tolist()) - {K}
+        scale = engine.source_scale[1]
+        assert set(torch.nonzero(scale).flatten().tolist()) == drawn
+        total += (engine.w[1] * scale).double()
+    # E[w_s * count_s / (M w_s)] = w_s: the weighted sum over the draws estimates sum_s w_s g_s
+    np.testing.assert_allclose((total / rounds).numpy(), engine.w[1].double().numpy(), atol=0.02)
+
+
+def test_a_sampled_scan_converges_near_the_full_methods_patterns_with_fewer_passes(problem):
+    classifier, x, y = problem
+    full_counts, sampled_counts = PassCount(), PassCount()
+    full = estimate_patterns(classifier, x, y, K, counts=full_counts, **SETTINGS)
+    drawn = sampled(problem, counts=sampled_counts)
+    assert all(e.status == STATUS_CONVERGED for e in drawn)
+    full_norms = np.array([e.pattern_norm for e in full])
+    drawn_norms = np.array([e.pattern_norm for e in drawn])
+    assert int(np.argmin(drawn_norms)) == int(np.argmin(full_norms)) == 5      # the backdoor target
+    np.testing.assert_allclose(drawn_norms, full_norms, rtol=0.35)
+    assert sampled_counts.image_passes < 0.5 * full_counts.image_passes
+    # every converged estimate reaches pi on its q_st measured over every source at its pattern
+    for e in drawn:
+        assert e.fraction >= SETTINGS["pi"]
+        assert float((e.source_weights * e.misclassification).sum()) == pytest.approx(e.fraction, abs=1e-6)
+
+
+def test_a_jobs_path_depends_on_the_seed_and_its_target_alone(problem):
+    every = sampled(problem, seed=3)
+    alone = sampled(problem, seed=3, jobs=[lred_jobs(K)[7]])
+    np.testing.assert_allclose(alone[0].pattern, every[7].pattern, atol=1e-6)
+    other_seed = sampled(problem, seed=4, jobs=[lred_jobs(K)[7]])
+    assert not np.allclose(other_seed[0].pattern, every[7].pattern)
+
+
+def test_line_5_is_checked_on_fractions_measured_over_every_source(problem):
+    classifier, x, y = problem
+    engine = SampledEngine(classifier, x, y, K, lred_jobs(K)[:1], draws=2, refresh_every=1000, seed=0, **SETTINGS)
+    engine.q_known[0] = 1.0                   # remembered: every source already goes to the target
+    engine.q_known[0, 0] = 0.0
+    engine.iterations[0] = 1
+    q, fraction = engine._check_crossing(0, engine.q_known[0].clone(), 1.0)   # at v = 0 nothing does
+    assert fraction < SETTINGS["pi"] and float(q.sum()) < 1.0
+    assert 0 not in engine.results and engine.rejections[0] == 0
+
+
+def test_sampling_is_a_config_choice_for_lred_only_and_off_where_the_draws_cover_every_source():
+    assert ScanConfig().sampling_for(100) is None
+    assert ScanConfig(sample_sources=8).sampling_for(100) == Sampling(8, 10, 0)
+    assert ScanConfig(sample_sources=9, seed=2).sampling_for(10) is None       # 9 draws, 9 sources: the full method
+    for bad in (dict(sample_sources=-1), dict(sample_sources=4, refresh_every=0),
+                dict(sample_sources=4, scalable=True), dict(sample_sources=4, method="ured"),
+                dict(sample_sources=4, exact=True)):
+        with pytest.raises(ConfigError):
+            ScanConfig(**bad)
+
+
+def test_a_scan_with_sampled_sources_finds_the_target_and_says_it_departs_from_algorithm_1(tmp_path):
+    k = 24
+    model, data = synthetic.write_case(tmp_path, num_classes=k, per_class=1, backdoor_target=5)
+    full = scan(model, data, ScanConfig(images_per_class=1)).report
+    report = scan(model, data, ScanConfig(images_per_class=1, sample_sources=4, refresh_every=5)).report
+    assert report.verdict == full.verdict == "backdoor" and report.target_class == full.target_class == 5
+    assert len(report.classes) == k                       # every target's path, as the full method
+    notes = [w for w in report.warnings if w.startswith("sampled sources:")]
+    assert len(notes) == 1 and "4 of the 23 source classes" in notes[0] and "every 5 iterations" in notes[0]
+    assert not [w for w in full.warnings if w.startswith("sampled sources:")]
+    assert report.config["sample_sources"] == 4 and report.config_digest != full.config_digest
+    assert 0 < report.image_passes < full.image_passes
+    validate_scan_report(json.loads(json.dumps(report_to_dict(report))))
+
+
+def test_the_side_by_side_benchmark_names_the_sampled_modes_by_draws_and_refresh():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scalable.py"
+    spec = importlib.util.spec_from_file_location("scalable_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    assert module.mode_options("full") == [] and module.mode_options("scalable") == ["--scalable"]
+    assert module.mode_options("sampled8") == ["--sample-sources", "8"]
+    assert module.mode_options("sampled4-r25") == ["--sample-sources", "4", "--refresh-every", "25"]
+    for bad in ("sampled", "sampledx", "sampled4-r", "fast"):
+        with pytest.raises(Exception, match="unknown mode"):
+            module.mode_options(bad)
