@@ -24,6 +24,8 @@ What is estimated and what is exact:
   importance-weighted mean of q_st, unbiased), every q_st is measured at v before the check, and
   the job goes on if Q_t < pi there. Acceptance then asks onnxruntime as always.
   Bisection of a crossing step and the first-misclassification step measure every source.
+- Bisection of a step (the crossing, the first misclassification) evaluates only the images
+  of the classes whose q_st differ between the step's start and end (``bisect_last_step``).
 - Each job draws from its own generator, seeded by the scan's seed and its target, so a job's
   path does not depend on the jobs run beside it (the cluster split, docs/cluster.md).
 
@@ -32,7 +34,7 @@ default, and is recorded in the report (docs/scale.md measures it against the fu
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +64,8 @@ class SampledEngine(Engine):
         self.draw_scale = torch.zeros((n, self.K), device=self.device, dtype=self.dtype)   # count_s / (M w_s)
         self.source_scale = self.draw_scale             # the engine's factor on w_s: the same tensor
         self.refreshes = 0                              # forward passes over every source of a job
+        self.rows_of_class = [torch.nonzero(self.y_all == c).flatten() for c in range(self.K)]
+        self.bisecting: tuple[int, torch.Tensor, torch.Tensor] | None = None   # (job, classes, q_st at the end)
 
     # -- the draws ------------------------------------------------------------------------
 
@@ -121,6 +125,41 @@ class SampledEngine(Engine):
         for i in jobs:
             self.since_refresh[i] = 0
         self.refreshes += len(jobs)
+
+    # -- bisection over the classes that changed -------------------------------------------
+
+    def bisect_last_step(self, i: int, length: float, reached: Callable[[torch.Tensor], bool]
+                         ) -> tuple[float, float, torch.Tensor | None]:
+        """The engine's bisection of job i's last step, evaluating only the images of the classes
+        whose q_st differ between the step's start and its end: the others are taken to keep
+        their value along the step (a class that changes and changes back within one step is
+        not seen, as it is not seen by the step itself). Its cost is then the changed classes'
+        images per evaluation instead of every source's."""
+        changed = torch.nonzero(self.q_known[i] != self.q_before[i]).flatten()
+        self.bisecting = (i, changed, self.q_known[i].clone())
+        try:
+            return super().bisect_last_step(i, length, reached)
+        finally:
+            self.bisecting = None
+
+    def fractions_at(self, i: int, pattern: torch.Tensor) -> torch.Tensor:
+        """q_st for job i at ``pattern`` (inside a bisection: the changed classes' alone)."""
+        if self.bisecting is None or self.bisecting[0] != i:
+            return super().fractions_at(i, pattern)
+        _, changed, q = self.bisecting
+        q = q.clone()
+        if changed.numel() == 0:
+            return q
+        rows = torch.cat([self.rows_of_class[c] for c in changed.tolist()])
+        hits = torch.zeros(self.K, device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            for start in range(0, rows.numel(), self.batch.batch_images):
+                idx = rows[start:start + self.batch.batch_images]
+                self.forward_images += int(idx.numel())
+                predicted = self.classifier.scores(clip_pixels(self.x_all[idx] + pattern)).argmax(dim=1)
+                hits.index_add_(0, self.y_all[idx], (predicted == self.jobs[i].target).to(self.dtype))
+        q[changed] = (hits * self.inv_counts)[changed]
+        return q
 
     # -- line 5 on measured fractions ------------------------------------------------------
 

@@ -7,6 +7,7 @@ import torch
 
 import converters
 from scanner.config import ScanConfig
+from scanner.engine import Engine
 from scanner.errors import ConfigError
 from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
 from scanner.lred import PassCount, Sampling, estimate_patterns, lred_jobs
@@ -90,6 +91,28 @@ def test_line_5_is_checked_on_fractions_measured_over_every_source(problem):
     q, fraction = engine._check_crossing(0, engine.q_known[0].clone(), 1.0)   # at v = 0 nothing does
     assert fraction < SETTINGS["pi"] and float(q.sum()) < 1.0
     assert 0 not in engine.results and engine.rejections[0] == 0
+
+
+def test_bisection_over_the_changed_classes_finds_the_full_bisections_point(problem):
+    classifier, x, y = problem
+    engine = SampledEngine(classifier, x, y, K, lred_jobs(K)[:1], draws=2, refresh_every=1000, seed=0,
+                           **{**SETTINGS, "schedule": FixedStep(0.02, crossing_resolution=1e-3)})
+    full = estimate_patterns(classifier, x, y, K, jobs=lred_jobs(K)[:1], **SETTINGS)[0]
+    end = torch.as_tensor(full.pattern)                # a point where Q_0 >= pi: a long last step to it
+    engine.v[0], engine.last_step[0] = end, end
+    engine.q_before[0] = engine.fractions_at(0, torch.zeros_like(end))
+    engine.q_known[0] = engine.fractions_at(0, end)
+    changed = int((engine.q_known[0] != engine.q_before[0]).sum())
+    assert 0 < changed < K - 1
+    reached = lambda q: float((engine.w[0] * q).sum()) >= SETTINGS["pi"]      # noqa: E731
+    before = engine.forward_images
+    partial = engine.bisect_last_step(0, float(end.norm()), reached)
+    partial_rows = engine.forward_images - before
+    before = engine.forward_images
+    whole = Engine.bisect_last_step(engine, 0, float(end.norm()), reached)
+    assert partial[:2] == whole[:2]
+    torch.testing.assert_close(partial[2], whole[2])
+    assert partial_rows < engine.forward_images - before
 
 
 def test_sampling_is_a_config_choice_for_lred_only_and_off_where_the_draws_cover_every_source():
