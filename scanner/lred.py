@@ -107,6 +107,10 @@ def estimate_patterns(classifier: DifferentiableClassifier, pixels: torch.Tensor
         engine = Engine(classifier, pixels, labels, num_classes, jobs, **common)  # type: ignore[arg-type]
     else:
         from .sampled import SampledEngine
+        if cuda_graphs and classifier.device.type == "cuda":    # a graph replays one layout; these change
+            cuda_graphs = False
+            if notice is not None:
+                notice("CUDA graphs off for this scan: sampled sources lay out new passes every iteration")
         engine = SampledEngine(classifier, pixels, labels, num_classes, jobs, draws=sampling.draws,
                                refresh_every=sampling.refresh_every, seed=sampling.seed, **common)
     estimates = engine.run(progress, cuda_graphs, notice)
