@@ -90,3 +90,17 @@ def identity_transform(shape: tuple[int, int, int] = (1, 8, 8)):
     from scanner.preprocess import InputTransform
     c, h, w = shape
     return InputTransform("nchw", shape, (h, w, c), np.ones(shape, np.float32), np.zeros(shape, np.float32))
+
+
+def estimation_problem(num_classes: int, per_class: int, backdoor_target: int | None = None):
+    """(classifier, pixels, labels) for the engines: ``linear_classifier`` converted to torch on
+    the CPU, its clean images as (M, 1, 8, 8) float pixels in [0, 1] and their labels."""
+    import torch
+
+    import converters
+    from scanner.estimation import DifferentiableClassifier
+    model = linear_classifier(num_classes, backdoor_target=backdoor_target)
+    module = converters.to_torch(model, "image", "logits").module
+    classifier = DifferentiableClassifier(module, identity_transform(), "logits", torch.device("cpu"))
+    x, y = clean_images(num_classes, per_class)
+    return classifier, torch.tensor(x[:, None] / 255.0, dtype=torch.float32), torch.tensor(y)

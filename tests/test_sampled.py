@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import converters
 from scanner.config import ScanConfig
 from scanner.engine import Engine
 from scanner.errors import ConfigError
-from scanner.estimation import STATUS_CONVERGED, DifferentiableClassifier
+from scanner.estimation import STATUS_CONVERGED
 from scanner.lred import PassCount, Sampling, estimate_patterns, lred_jobs
 from scanner.pipeline import scan
 from scanner.reporters import report_to_dict
@@ -24,11 +23,7 @@ SETTINGS = dict(pi=0.9, max_iterations=400, schedule=FixedStep(0.02), batch_imag
 
 @pytest.fixture(scope="module")
 def problem():
-    model = synthetic.linear_classifier(K, backdoor_target=5)
-    module = converters.to_torch(model, "image", "logits").module
-    classifier = DifferentiableClassifier(module, synthetic.identity_transform(), "logits", torch.device("cpu"))
-    x, y = synthetic.clean_images(K, 2)
-    return classifier, torch.tensor(x[:, None] / 255.0, dtype=torch.float32), torch.tensor(y)
+    return synthetic.estimation_problem(K, 2, backdoor_target=5)
 
 
 def sampled(problem, draws=3, refresh_every=5, seed=0, jobs=None, counts=None):

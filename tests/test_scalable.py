@@ -6,16 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
-import converters
 from scanner import detection, scalable
 from scanner.cli import main
 from scanner.config import ScanConfig
 from scanner.engine import Engine
 from scanner.errors import ConfigError
-from scanner.estimation import DifferentiableClassifier
 from scanner.lred import PassCount, estimate_patterns, exact_passes, lred_jobs
 from scanner.pipeline import scan
 from scanner.reporters import report_to_dict
@@ -32,11 +29,7 @@ SETTINGS = dict(pi=0.9, max_iterations=400, schedule=FixedStep(0.02), batch_imag
 
 @pytest.fixture(scope="module")
 def problem():
-    model = synthetic.linear_classifier(K, backdoor_target=5)
-    module = converters.to_torch(model, "image", "logits").module
-    classifier = DifferentiableClassifier(module, synthetic.identity_transform(), "logits", torch.device("cpu"))
-    x, y = synthetic.clean_images(K, 1)
-    return classifier, torch.tensor(x[:, None] / 255.0, dtype=torch.float32), torch.tensor(y)
+    return synthetic.estimation_problem(K, 1, backdoor_target=5)
 
 
 # ---------------------------------------------------------------------------- composites
