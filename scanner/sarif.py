@@ -15,7 +15,7 @@ consumers that show only failures leave it out. Each result points at its model 
 (``locations[0].physicalLocation.artifactLocation``: the path as a relative URI reference, or a
 ``file:`` URI when absolute) and at its entry in ``run.artifacts``, which carries the model's
 sha256 (``hashes["sha-256"]``) when it is known; ``result.properties`` repeat the verdict, the
-classes, the p-values and the sha256 for programs.
+classes, the p-values, the sha256 and (for a scan report) its warnings for programs.
 
 ``render_sarif(items)`` takes any number of per-model outcomes (a batch); ``render_scan_sarif`` is
 the one-scan adapter the ``scan`` command uses.
@@ -153,7 +153,8 @@ def _report_result(report: ScanReport) -> dict[str, Any]:
          "source_classes": list(report.source_classes), "most_suspicious_class": report.most_suspicious_class,
          "p_value": _finite(report.p_value), "log10_p_value": _finite(report.log10_p_value),
          "p_value_basis": report.p_value_basis, "alpha": report.alpha, "model_sha256": report.model.sha256,
-         "data_sha256": report.audit.data_sha256 if report.audit is not None else None})
+         "data_sha256": report.audit.data_sha256 if report.audit is not None else None,
+         "warnings": list(report.warnings)})
 
 
 def _row_result(row: BatchRow) -> dict[str, Any]:

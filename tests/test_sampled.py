@@ -13,6 +13,7 @@ from scanner.lred import PassCount, Sampling, estimate_patterns, lred_jobs
 from scanner.pipeline import scan
 from scanner.reporters import report_to_dict
 from scanner.sampled import SampledEngine
+from scanner.sarif import render_scan_sarif
 from scanner.schedules import FixedStep
 from tests import synthetic
 from tests.schemas import validate_scan_report
@@ -134,6 +135,8 @@ def test_a_scan_with_sampled_sources_finds_the_target_and_says_it_departs_from_a
     assert report.config["sample_sources"] == 4 and report.config_digest != full.config_digest
     assert 0 < report.image_passes < full.image_passes
     validate_scan_report(json.loads(json.dumps(report_to_dict(report))))
+    sarif = json.loads(render_scan_sarif(report))          # the warning reaches a CI gate's log too
+    assert notes[0] in sarif["runs"][0]["results"][0]["properties"]["warnings"]
 
 
 def test_the_side_by_side_benchmark_names_the_sampled_modes_by_draws_and_refresh():
