@@ -136,6 +136,13 @@ class Engine:
         (the sampled engine fills the classes it did not draw from earlier passes)."""
         return q
 
+    def per_source(self, w: torch.Tensor, index: torch.Tensor | slice | int) -> torch.Tensor:
+        """Each source's coefficient on its summed gradient in grad_v J_t: w_s / |D_s|, times the
+        sampled engine's importance weight of its draw (``source_scale``) where there is one;
+        ``index`` the jobs whose weights ``w`` are."""
+        coefficient = w * self.inv_counts
+        return coefficient if self.source_scale is None else coefficient * self.source_scale[index]
+
     # -- lines 5-12, then line 4, for the jobs of a unit at once ------------------------------
 
     def step(self, unit: Unit, v_now: torch.Tensor, q: torch.Tensor, grads: torch.Tensor,
@@ -148,9 +155,7 @@ class Engine:
         w_now = self.w[unit.index]
         fraction = (w_now * q).sum(dim=1)                                  # Q_t(v(tau+1), w(tau))
         w_next, crossings = self._next_weights(unit, q, fraction, w_now, first_iteration)
-        per_source = w_next * self.inv_counts if self.source_scale is None else \
-            w_next * self.inv_counts * self.source_scale[unit.index]
-        per_class = torch.nn.functional.pad(per_source, (0, 1))                 # column K: padding slots
+        per_class = torch.nn.functional.pad(self.per_source(w_next, unit.index), (0, 1))  # column K: padding slots
         coefficient = per_class.gather(1, unit.source_of_slot).reshape(
             unit.source_of_slot.shape + (1,) * len(self.pixel_shape))
         gradient = (coefficient * grads).sum(dim=1)                        # grad_v J_t(v, w)
@@ -245,9 +250,7 @@ class Engine:
                 return
             if self.jobs[i].adapt_weights and not self._update_weights(i, q, fraction):
                 return
-        per_source = self.w[i] * self.inv_counts if self.source_scale is None else \
-            self.w[i] * self.inv_counts * self.source_scale[i]
-        coefficient = per_source.reshape((self.K,) + (1,) * len(self.pixel_shape))
+        coefficient = self.per_source(self.w[i], i).reshape((self.K,) + (1,) * len(self.pixel_shape))
         gradient = (coefficient * grad_by_source).sum(dim=0)              # grad_v J_t(v, w)
         norm = torch.linalg.vector_norm(gradient)
         if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
@@ -318,15 +321,19 @@ class Engine:
 
     def fractions_at(self, i: int, pattern: torch.Tensor) -> torch.Tensor:
         """q_st for job i at ``pattern``: a forward pass without gradients."""
+        return self.fractions_on(self.batch.rows[i], self.jobs[i].target, pattern)
+
+    def fractions_on(self, rows: torch.Tensor, target: int, pattern: torch.Tensor) -> torch.Tensor:
+        """q_st (K,) for target ``target`` at ``pattern``, from the image ``rows`` alone (classes
+        without a row read 0): forward passes without gradients, ``batch_images`` rows at a time."""
         q = torch.zeros(self.K, device=self.device, dtype=self.dtype)
-        rows = self.batch.rows[i]
         step = self.batch.batch_images
         with torch.no_grad():
             for start in range(0, rows.numel(), step):
                 idx = rows[start:start + step]
                 self.forward_images += int(idx.numel())
                 predicted = self.classifier.scores(clip_pixels(self.x_all[idx] + pattern)).argmax(dim=1)
-                q.index_add_(0, self.y_all[idx], (predicted == self.jobs[i].target).to(self.dtype))
+                q.index_add_(0, self.y_all[idx], (predicted == target).to(self.dtype))
         return q * self.inv_counts
 
     def bisect_last_step(self, i: int, length: float, reached: Callable[[torch.Tensor], bool]

@@ -63,7 +63,6 @@ class SampledEngine(Engine):
         self.since_refresh = [refresh_every] * n       # a job's q_st are all measured before its first step
         self.draw_scale = torch.zeros((n, self.K), device=self.device, dtype=self.dtype)   # count_s / (M w_s)
         self.source_scale = self.draw_scale             # the engine's factor on w_s: the same tensor
-        self.refreshes = 0                              # forward passes over every source of a job
         self.rows_of_class = [torch.nonzero(self.y_all == c).flatten() for c in range(self.K)]
         self.bisecting: tuple[int, torch.Tensor, torch.Tensor] | None = None   # (job, classes, q_st at the end)
 
@@ -124,7 +123,6 @@ class SampledEngine(Engine):
         self.q_known[index] = hits[index] * self.inv_counts
         for i in jobs:
             self.since_refresh[i] = 0
-        self.refreshes += len(jobs)
 
     # -- bisection over the classes that changed -------------------------------------------
 
@@ -151,14 +149,7 @@ class SampledEngine(Engine):
         if changed.numel() == 0:
             return q
         rows = torch.cat([self.rows_of_class[c] for c in changed.tolist()])
-        hits = torch.zeros(self.K, device=self.device, dtype=self.dtype)
-        with torch.no_grad():
-            for start in range(0, rows.numel(), self.batch.batch_images):
-                idx = rows[start:start + self.batch.batch_images]
-                self.forward_images += int(idx.numel())
-                predicted = self.classifier.scores(clip_pixels(self.x_all[idx] + pattern)).argmax(dim=1)
-                hits.index_add_(0, self.y_all[idx], (predicted == self.jobs[i].target).to(self.dtype))
-        q[changed] = (hits * self.inv_counts)[changed]
+        q[changed] = self.fractions_on(rows, self.jobs[i].target, pattern)[changed]
         return q
 
     # -- line 5 on measured fractions ------------------------------------------------------
