@@ -29,6 +29,12 @@ Scores, per method and zoo:
 - seconds: mean wall seconds of ``scan`` per trial (this process, ``--threads`` torch threads);
 - errors: trials where the scan raised a scanner error (LredError); never a detection.
 
+Separation (the last table): for each method, the most attacks that a threshold on one statistic
+of the K estimated norms detects (with the right target) while it flags no clean trial, for a few
+statistics: the ratio of the two smallest norms, the order-statistic p-value of Sec. 3.2 and
+Neural Cleanse's MAD anomaly index. It says how far any decision rule on those norms could go,
+apart from the rule the scanner uses (``--trigger both`` scans, two tests, are left out).
+
 Every trial's result is kept in ``--results`` (default ~/.cache/lred/patch_benchmark), one
 JSON file keyed by the model's sha256, the method label and a hash of the full ScanConfig and
 the clean data's sha256, so an interrupted run continues where it stopped and a changed config
@@ -46,6 +52,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # the repository root, for scanner
 from scanner.config import ScanConfig  # noqa: E402
@@ -112,7 +120,9 @@ def run_trial(model: dict[str, Any], label: str, config: ScanConfig, results: Pa
     key = f"{model['sha256'][:16]}-{label.replace(':', '_')}-{config_key(config, file_sha256_of(data))}"
     path = results / f"{key}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if cached["verdict"] == "error" or "pattern_norms" in cached:
+            return cached                                  # else a record from before the norms were kept
     started = time.perf_counter()
     record: dict[str, Any] = {"zoo": model["zoo"], "model": model["name"], "method": label, "seed": config.seed,
                               "sha256": model["sha256"], "config": config.as_dict()}
@@ -124,7 +134,9 @@ def run_trial(model: dict[str, Any], label: str, config: ScanConfig, results: Pa
     else:
         record.update(verdict=report.verdict, target_class=report.target_class,
                       source_classes=list(report.source_classes), log10_p_value=report.log10_p_value,
-                      most_suspicious_class=report.most_suspicious_class, error=None)
+                      most_suspicious_class=report.most_suspicious_class, error=None,
+                      pattern_norms=[c.pattern_norm for c in report.classes],
+                      patch_norms=[c.pattern_norm for c in report.patch_classes])
     record["seconds"] = round(time.perf_counter() - started, 2)
     results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
@@ -160,6 +172,68 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": sum(t["verdict"] == "error" for t in trials),
         "mean_seconds": sum(t["seconds"] for t in trials) / len(trials) if trials else None,
     }
+
+
+def _two_smallest_ratio(norms: np.ndarray) -> float:
+    ordered = np.sort(norms)
+    return float(ordered[1] / ordered[0])
+
+
+def _minus_log_p(norms: np.ndarray) -> float:
+    from scanner.detection import detect
+    return -detect(norms, 0.05).calibrated_log_p_value
+
+
+def _anomaly_index(norms: np.ndarray) -> float:
+    from scanner.nc import anomaly_indices
+    return float(anomaly_indices(norms)[int(np.argmin(norms))])
+
+
+# statistic of the K norms, larger = more suspicious; each points at the class of the smallest norm
+SEPARATION_STATISTICS: dict[str, Callable[[np.ndarray], float]] = {
+    "ratio of the two smallest norms": _two_smallest_ratio,
+    "-log p (Sec. 3.2, calibrated)": _minus_log_p,
+    "MAD anomaly index (Neural Cleanse)": _anomaly_index,
+}
+
+
+def separation(trials: list[dict[str, Any]], truths: dict[tuple[str, str], dict[str, Any] | None]
+               ) -> dict[str, dict[str, int]] | None:
+    """For one method's trials: per statistic, the attacks whose true target has the smallest norm
+    and whose statistic exceeds that of every clean trial (what a threshold flagging no clean
+    trial detects), beside the counts. None without clean trials or attacks with norms."""
+    kept = [t for t in trials if t.get("pattern_norms") and t["verdict"] != "error"]
+    clean, attacks = [], []
+    for t in kept:
+        norms, truth = np.asarray(t["pattern_norms"], dtype=np.float64), truths[(t["zoo"], t["model"])]
+        if truth is None:
+            clean.append(norms)
+        else:
+            attacks.append((norms, int(truth["target_class"])))
+    if not clean or not attacks:
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for name, statistic in SEPARATION_STATISTICS.items():
+        bar = max(statistic(n) for n in clean)
+        out[name] = {"detected": sum(int(np.argmin(n)) == target and statistic(n) > bar for n, target in attacks),
+                     "attacks": len(attacks), "clean_trials": len(clean)}
+    out["smallest norm at the true target"] = {
+        "detected": sum(int(np.argmin(n)) == target for n, target in attacks),
+        "attacks": len(attacks), "clean_trials": len(clean)}
+    return out
+
+
+def print_separation(rows: dict[str, dict[str, dict[str, int]]]) -> None:
+    """The separation table (module docstring), one row per method."""
+    if not rows:
+        return
+    names = list(next(iter(rows.values())))
+    print("\nSeparation: attacks a threshold on each statistic detects (right target) with no clean trial flagged; "
+          "last column: attacks whose true target has the smallest norm\n")
+    print("| method | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for method, cells in rows.items():
+        print(f"| {method} | " + " | ".join(_ratio(c["detected"], c["attacks"]) for c in cells.values()) + " |")
 
 
 def _ratio(a: int, b: int) -> str:
@@ -265,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
             mine = [t for t in trials if t["method"] == label and t["group"] == group]
             by_group.setdefault(label, {})[group] = f"{sum(t['score']['detected'] for t in mine)}/{len(mine)}"
     print_tables(summary, by_group, models, trials, list(factories))
+    truths = {(m["zoo"], m["name"]): m["ground_truth"] for m in models}
+    separated = {label: sep for label in factories if not label.endswith(":both") and label != "both"
+                 for sep in [separation([t for t in trials if t["method"] == label], truths)] if sep is not None}
+    print_separation(separated)
     if skipped:
         print("\nSkipped: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     if args.json:
@@ -273,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                          "images_per_class": args.images_per_class, "threads": args.threads,
                          "subset": args.subset},
             "skipped": skipped, "not_counted": not_taken, "summary": summary, "by_group": by_group,
+            "separation": separated,
             "trials": trials}, indent=1) + "\n")
     return 0
 

@@ -89,3 +89,48 @@ def test_zoo_models_leave_out_attacks_that_did_not_take_and_follow_the_subset(be
     chosen, not_taken = bench.zoo_models([tmp_path], ["cnn-*"])
     assert [m["name"] for m in chosen] == ["cnn-solid1-s0"] and chosen[0]["zoo"] == tmp_path.name
     assert chosen[0]["folder"] == str(tmp_path / "cnn-solid1-s0") and not_taken == [f"{tmp_path.name}/cnn-blend1-s0"]
+
+
+def test_separation_counts_attacks_above_every_clean_trial_with_the_true_target_smallest(bench: ModuleType) -> None:
+    truths = {("z", "clean-a"): None, ("z", "clean-b"): None,
+              ("z", "far"): {"target_class": 0}, ("z", "near"): {"target_class": 1},
+              ("z", "other"): {"target_class": 2}}
+
+    def trial(model: str, norms: list[float]) -> dict:
+        return {"zoo": "z", "model": model, "verdict": "clean", "pattern_norms": norms}
+    trials = [trial("clean-a", [4.0, 5.0, 6.0, 7.0]), trial("clean-b", [5.0, 6.0, 6.5, 7.0]),
+              trial("far", [1.0, 6.0, 6.5, 7.0]),          # target 0 smallest, ratio 6: above both clean trials
+              trial("near", [5.0, 4.5, 6.0, 7.0]),         # target 1 smallest, ratio 1.11: below clean-a's 1.25
+              trial("other", [1.0, 6.0, 6.5, 7.0]),        # an outlier, but not at the true target 2
+              {"zoo": "z", "model": "far", "verdict": "error", "pattern_norms": []}]
+    out = bench.separation(trials, truths)
+    assert out is not None and set(out) == set(bench.SEPARATION_STATISTICS) | {"smallest norm at the true target"}
+    assert out["ratio of the two smallest norms"] == {"detected": 1, "attacks": 3, "clean_trials": 2}
+    assert out["smallest norm at the true target"]["detected"] == 2
+    assert all(cell["detected"] <= 1 for name, cell in out.items() if name in bench.SEPARATION_STATISTICS)
+    assert bench.separation([t for t in trials if t["model"].startswith("clean")], truths) is None
+
+
+def test_a_cached_trial_without_the_norms_is_run_again(bench: ModuleType, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "clean.npz"
+    data.write_bytes(b"x")
+    model = {"zoo": "z", "name": "m", "folder": str(tmp_path), "clean_images": "clean.npz", "model": "model.onnx",
+             "sha256": "0" * 64}
+    config = ScanConfig()
+    key = f"{'0' * 16}-lred-{bench.config_key(config, bench.file_sha256_of(data))}"
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / f"{key}.json").write_text(json.dumps({"verdict": "clean"}))
+
+    class Boom(Exception):
+        pass
+
+    def scan(*args: object) -> None:
+        raise Boom
+
+    import scanner.pipeline
+    monkeypatch.setattr(scanner.pipeline, "scan", scan)
+    with pytest.raises(Boom):
+        bench.run_trial(model, "lred", config, tmp_path / "results")
+    (tmp_path / "results" / f"{key}.json").write_text(json.dumps({"verdict": "clean", "pattern_norms": [1.0]}))
+    assert bench.run_trial(model, "lred", config, tmp_path / "results")["pattern_norms"] == [1.0]
