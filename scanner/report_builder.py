@@ -15,7 +15,7 @@ from . import detection
 from .audit import audit_trail
 from .config import ScanConfig
 from .estimation import STATUS_CONVERGED, PatternEstimate
-from .methods import Method
+from .methods import METHODS, Method
 from .prepare import PreparedScan
 from .report import (
     VERDICT_BACKDOOR,
@@ -106,7 +106,7 @@ def build_report(prepared: PreparedScan, config: ScanConfig, method: Method,
         warnings=_warnings(estimates, verified, selection.per_class, config)
         + tuple(filter(None, [disagreement(result, suspect)])) + tuple(notes)
         + (() if scalable is None or detected else _scalable_caveats(scalable, prepared.num_classes))
-        + _sampling_note(config, prepared.num_classes),
+        + _sampling_note(config, prepared.num_classes) + _patch_note(config),
         cuda_graphs=_graphs_status(prepared.device, config, refusals),
         audit=audit_trail(started_at, prepared.device, clean), class_names=class_names,
         config_digest=config_digest(config), image_passes=image_passes[0], forward_images=image_passes[1],
@@ -163,6 +163,16 @@ def _sampling_note(config: ScanConfig, num_classes: int) -> tuple[str, ...]:
             "source classes, drawn by the weights w, and the misclassification fractions of the others were "
             f"measured every {sampling.refresh_every} iterations: a stochastic departure from Algorithm 1 "
             "(docs/scale.md); scan without --sample-sources for the paper's estimate",)
+
+
+def _patch_note(config: ScanConfig) -> tuple[str, ...]:
+    """What a patch method's verdict can bear, as measured (docs/patch_zoo.md)."""
+    if config.method not in METHODS or METHODS[config.method].engine != "patch":
+        return ()
+    return (f"the patch method {config.method} is experimental: on our Fashion-MNIST patch zoo it found a minority of the patch "
+            "attacks, and natural class pairs needed masks as small as planted triggers, so no threshold on the "
+            "mask norms kept every clean model clean while finding most attacks (docs/patch_zoo.md); a clean "
+            "verdict does not rule out a patch trigger, and a backdoor verdict may name a natural class pair",)
 
 
 def disagreement(result: detection.DetectionResult, suspect: PatternEstimate) -> str | None:

@@ -112,6 +112,7 @@ def test_lred_patch_finds_the_target_and_a_source_and_saves_the_masks(two_source
     assert sorted(report["saved_arrays"]) == sorted(p.name for p in arrays.iterdir())
     assert len(report["saved_arrays"]) == 12
     assert "||m_t||_1" in result.output
+    assert [w for w in report["warnings"] if w.startswith("the patch method lred-patch is experimental")]
     assert report["image_passes"] >= sum(c["iterations"] for c in report["classes"]) * 4    # >= 4 images per row
 
 
@@ -130,6 +131,8 @@ def test_trigger_both_runs_both_tests_at_half_alpha_on_one_preparation(two_sourc
     assert all(c["mask_l1"] is None for c in report["classes"])              # the additive patterns
     assert "patch_estimate_seconds" in report["timing"] and "Bonferroni" in " ".join(report["warnings"])
     assert "test lred-patch" in result.output
+    patch_notes = [w for w in report["warnings"] if "is experimental" in w]
+    assert patch_notes == [w for w in patch_notes if w.startswith("lred-patch: the patch method lred-patch")] != []
 
 
 @pytest.mark.slow
