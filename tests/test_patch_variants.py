@@ -1,0 +1,48 @@
+"""benchmarks/patch_variants.py: the per-variant table over stored trials (no scan runs here)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "patch_variants.py"
+
+
+@pytest.fixture(scope="module")
+def variants() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("patch_variants", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_table_counts_the_tests_verdicts_and_the_separation_per_variant(
+        variants: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    models = [{"name": "a1", "attack_took": True, "ground_truth": {"target_class": 0, "source_classes": [1]}},
+              {"name": "c1", "attack_took": True, "ground_truth": None}]
+    (zoo / "manifest.json").write_text(json.dumps({"models": models}))
+    out = tmp_path / "out"
+    stored = [("lred-patch-base", ([1.0, 5.0, 6.0], "backdoor", 0), ([3.0, 4.0, 5.0], "clean", None)),
+              ("lred-patch-margin", ([4.0, 3.0, 6.0], "clean", None), ([3.0, 4.0, 5.0], "backdoor", 0))]
+    for variant, attack, clean in stored:
+        (out / variant).mkdir(parents=True)
+        for model, (norms, verdict, target) in [("a1", attack), ("c1", clean)]:
+            (out / variant / f"zoo-{model}-s0.json").write_text(json.dumps(
+                {"zoo": "zoo", "model": model, "verdict": verdict, "target_class": target, "pattern_norms": norms}))
+    variants.table(type("A", (), {"zoo": [zoo], "out": out})())
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| lred-patch")]
+    assert rows[0].startswith("| lred-patch-base | 1/1 | 0/1 | 1/1 |") and rows[0].endswith("| 1/1 |")
+    assert rows[1].startswith("| lred-patch-margin | 0/1 | 1/1 | 0/1 |") and rows[1].endswith("| 0/1 |")
+
+
+def test_an_unknown_variant_stops_the_script(variants: ModuleType) -> None:
+    with pytest.raises(SystemExit, match="unknown variant 'nope'"):
+        variants.apply_variant("nope")
