@@ -5,11 +5,14 @@ natural class pairs of clean models; docs/patch_zoo.md "Variants tried").
     python benchmarks/patch_variants.py run --zoo DIR [DIR ...] --variant VARIANT [--method lred-patch]
                                             [--subset PATTERN ...] [--seeds 0 1] [-n 8] --out DIR
     python benchmarks/patch_variants.py table --zoo DIR [DIR ...] --out DIR
+    python benchmarks/patch_variants.py best --zoo DIR [DIR ...] --out DIR --folders NAME [NAME ...]
 
 Each variant changes the scanner inside this process only (the scanner has no option for any of
 them); ``run`` keeps one JSON per trial (verdict, target, log10 p, the K norms, w and q per class)
 in OUT/METHOD-VARIANT/, and ``table`` prints, per variant folder, the detections and clean trials
-flagged by the scanner's own test and the separation table of patch_benchmark.py.
+flagged by the scanner's own test and the separation table of patch_benchmark.py. ``best`` keeps,
+per model and class, the smallest norm over the given variant folders (what a multi-start that
+keeps the smallest verified pattern per class would report) and runs the test of Sec. 3.2 on it.
 
 Variants:
 - ``base``: the scanner as it is.
@@ -157,6 +160,37 @@ def table(args: argparse.Namespace) -> None:
         print(f"| {folder.name} | {hits}/{len(attacks)} | {flagged}/{len(clean)} | " + " | ".join(cells) + " |")
 
 
+def best(args: argparse.Namespace) -> None:
+    from scanner.detection import detect
+
+    models, _ = zoo_models(args.zoo, None)
+    truths = {(m["zoo"], m["name"]): m["ground_truth"] for m in models}
+    runs = {name: {p.name: json.loads(p.read_text()) for p in sorted((args.out / name).glob("*.json"))}
+            for name in args.folders}
+    print("| model | truth | " + " | ".join(f"{n}: target's norm, smallest other, log10 p" for n in args.folders)
+          + " | smallest per class over all: target's norm, log10 p, verdict |")
+    print("|---|---|" + "---|" * (len(args.folders) + 1))
+    for key in sorted(set.intersection(*(set(r) for r in runs.values()))):
+        trials = [runs[n][key] for n in args.folders]
+        if any("pattern_norms" not in t for t in trials):
+            continue
+        truth = truths[(trials[0]["zoo"], trials[0]["model"])]
+        target = None if truth is None else truth["target_class"]
+        cells = []
+        for t in trials:
+            norms = np.asarray(t["pattern_norms"])
+            own = "–" if target is None else f"{norms[target]:.3f}"
+            other = np.delete(norms, target).min() if target is not None else norms.min()
+            cells.append(f"{own}, {other:.3f}, {t['log10_p_value']:.2f}")
+        least = np.min([t["pattern_norms"] for t in trials], axis=0)
+        result = detect(least, 0.05)
+        log10_p = result.log_p_value / np.log(10)
+        verdict = f"backdoor (t={result.inferred_target})" if result.detected else "clean"
+        own = "–" if target is None else f"{least[target]:.3f}"
+        gt = "clean" if truth is None else f"{target} <- {','.join(map(str, truth['source_classes']))}"
+        print(f"| {trials[0]['model']} | {gt} | " + " | ".join(cells) + f" | {own}, {log10_p:.2f}, {verdict} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,8 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table")
     t.add_argument("--zoo", type=Path, nargs="+", required=True)
     t.add_argument("--out", type=Path, required=True)
+    b = sub.add_parser("best")
+    b.add_argument("--zoo", type=Path, nargs="+", required=True)
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--folders", nargs="+", required=True, help="variant folders under --out")
     args = parser.parse_args(argv)
-    (run if args.command == "run" else table)(args)
+    {"run": run, "table": table, "best": best}[args.command](args)
     return 0
 
 

@@ -46,3 +46,21 @@ def test_the_table_counts_the_tests_verdicts_and_the_separation_per_variant(
 def test_an_unknown_variant_stops_the_script(variants: ModuleType) -> None:
     with pytest.raises(SystemExit, match="unknown variant 'nope'"):
         variants.apply_variant("nope")
+
+
+def test_best_tests_the_smallest_norm_per_class_over_the_variants(
+        variants: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    models = [{"name": "a1", "attack_took": True, "ground_truth": {"target_class": 0, "source_classes": [1]}}]
+    (zoo / "manifest.json").write_text(json.dumps({"models": models}))
+    out = tmp_path / "out"
+    # neither start alone makes class 0 an outlier; the smallest per class over both does
+    for name, norms in [("v0", [2.0, 2.1, 2.2, 2.3, 2.4, 2.5]), ("v1", [0.1, 1.0, 5.0, 5.0, 5.0, 5.0])]:
+        (out / name).mkdir(parents=True)
+        (out / name / "zoo-a1-s0.json").write_text(json.dumps(
+            {"zoo": "zoo", "model": "a1", "pattern_norms": norms, "log10_p_value": -0.5}))
+    variants.best(type("A", (), {"zoo": [zoo], "out": out, "folders": ["v0", "v1"]})())
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| a1 ")]
+    assert row.startswith("| a1 | 0 <- 1 | 2.000, 2.100, -0.50 | 0.100, 1.000, -0.50 | 0.100, ")
+    assert row.endswith("backdoor (t=0) |")
