@@ -4,7 +4,7 @@ natural class pairs of clean models; docs/patch_zoo.md "Variants tried").
 
     python benchmarks/patch_variants.py run --zoo DIR [DIR ...] --variant VARIANT [--method lred-patch]
                                             [--subset PATTERN ...] [--seeds 0 1] [-n 8] --out DIR
-    python benchmarks/patch_variants.py table --zoo DIR [DIR ...] --out DIR
+    python benchmarks/patch_variants.py table --zoo DIR [DIR ...] --out DIR [--subset PATTERN ...]
     python benchmarks/patch_variants.py best --zoo DIR [DIR ...] --out DIR --folders NAME [NAME ...]
 
 Each variant changes the scanner inside this process only (the scanner has no option for any of
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def table(args: argparse.Namespace) -> None:
-    models, _ = zoo_models(args.zoo, None)
+    models, _ = zoo_models(args.zoo, getattr(args, "subset", None))
     truths = {(m["zoo"], m["name"]): m["ground_truth"] for m in models}
     names = list(SEPARATION_STATISTICS) + ["smallest norm at the true target"]
     print("| variant | detected by the test (right target) | clean flagged | "
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table")
     t.add_argument("--zoo", type=Path, nargs="+", required=True)
     t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--subset", nargs="*", help="model names or fnmatch patterns")
     b = sub.add_parser("best")
     b.add_argument("--zoo", type=Path, nargs="+", required=True)
     b.add_argument("--out", type=Path, required=True)
