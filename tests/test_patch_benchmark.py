@@ -2,27 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from scanner.config import ScanConfig
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "patch_benchmark.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("patch_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("patch_benchmark")
 
 
 def test_a_registered_method_gives_a_seeded_config_at_n_images_per_class(bench: ModuleType) -> None:

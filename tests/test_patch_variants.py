@@ -1,25 +1,18 @@
 """benchmarks/patch_variants.py: the per-variant table over stored trials (no scan runs here)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "patch_variants.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def variants() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("patch_variants", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("patch_variants")
 
 
 def test_the_table_counts_the_tests_verdicts_and_the_separation_per_variant(

@@ -140,16 +140,9 @@ def test_a_scan_with_sampled_sources_finds_the_target_and_says_it_departs_from_a
 
 
 def test_the_side_by_side_benchmark_names_the_sampled_modes_by_draws_and_refresh():
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from tests.benchmark_scripts import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scalable.py"
-    spec = importlib.util.spec_from_file_location("scalable_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("scalable", "scalable_benchmark")
     assert module.mode_options("full") == [] and module.mode_options("scalable") == ["--scalable"]
     assert module.mode_options("sampled8") == ["--sample-sources", "8"]
     assert module.mode_options("sampled4-r25") == ["--sample-sources", "4", "--refresh-every", "25"]

@@ -1,26 +1,18 @@
 """benchmarks/scale.py on its smallest cell: the sample CNN, 28x28 gray, K = 10."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "scale.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def scale() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scale_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module     # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scale", "scale_benchmark")
 
 
 def test_passes_per_iteration_are_k_times_k_minus_one_times_n(scale: ModuleType) -> None:
