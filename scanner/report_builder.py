@@ -169,10 +169,11 @@ def _patch_note(config: ScanConfig) -> tuple[str, ...]:
     """What a patch method's verdict can bear, as measured (docs/patch_zoo.md)."""
     if config.method not in METHODS or METHODS[config.method].engine != "patch":
         return ()
-    return (f"the patch method {config.method} is experimental: on our Fashion-MNIST patch zoo it found a minority of the patch "
-            "attacks, and natural class pairs needed masks as small as planted triggers, so no threshold on the "
-            "mask norms kept every clean model clean while finding most attacks (docs/patch_zoo.md); a clean "
-            "verdict does not rule out a patch trigger, and a backdoor verdict may name a natural class pair",)
+    return (f"the patch method {config.method} is experimental: on our Fashion-MNIST patch zoo it found a "
+            "minority of the patch attacks, and natural class pairs needed masks as small as planted "
+            "triggers, so no threshold on the mask norms kept every clean model clean while finding most "
+            "attacks (docs/patch_zoo.md); a clean verdict does not rule out a patch trigger, and a backdoor "
+            "verdict may name a natural class pair",)
 
 
 def disagreement(result: detection.DetectionResult, suspect: PatternEstimate) -> str | None:
