@@ -229,6 +229,10 @@ def main() -> None:
                    "docs/method.md 'Patch triggers').")
 @click.option("--patch-iterations", default=DEFAULTS.patch_iterations, show_default=True, type=int,
               help="Iteration bound of the mask estimation of lred-patch and nc.")
+@click.option("--patch-shift", default=DEFAULTS.patch_shift, show_default=True, type=int,
+              help="Experimental: in the mask estimation of lred-patch and nc, every image is shifted by a "
+                   "random -P..P pixels along each image axis at each iteration, so the mask must send the "
+                   "images to the target wherever their content sits (docs/patch_zoo.md). 0: off.")
 @click.option("--scalable", is_flag=True,
               help="Scalable mode for many classes: screen every target for a few iterations, estimate only the "
                    "best-ranked and a random null sample fully (docs/scale.md). Off: the full method.")

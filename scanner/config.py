@@ -60,6 +60,7 @@ class ScanConfig:
     timeout: float | None = None       # seconds for the whole scan (scanner/deadline.py); None: no limit
     trigger: str = "additive"          # both: the additive method and lred-patch, each at alpha / 2
     patch_iterations: int = 1000       # iteration bound of a patch method's mask estimation (patch_engine.py)
+    patch_shift: int = 0               # experimental: images shifted by up to this many pixels in the mask estimation
     # the scalable mode (scanner/scalable.py, docs/scale.md): screen every target, estimate a few fully
     scalable: bool = False             # off: the full method (every target estimated fully)
     screen_iterations: int = 3         # Algorithm 1 iterations per target in the screen
@@ -88,6 +89,10 @@ class ScanConfig:
             (not (self.exact and patch),
              "exact runs Algorithm 1 (additive patterns); lred-patch and nc have no exact mode"),
             (self.patch_iterations >= 1, "patch_iterations must be >= 1"),
+            (self.patch_shift >= 0, "patch_shift must be >= 0"),
+            (self.patch_shift == 0 or patch or self.trigger == "both",
+             "patch_shift shifts the images of the mask estimation: it needs a patch method (lred-patch, nc) "
+             "or trigger 'both'"),
             (self.crossing_resolution is None or self.crossing_resolution > 0,
              "crossing_resolution must be > 0"),
             (self.relative_step is None or 0 < self.relative_step < 1, "relative_step must lie in (0, 1)"),
@@ -131,8 +136,8 @@ class ScanConfig:
             # beyond 2**31 - 1 these counts overflow the indices of numpy and torch
             *((getattr(self, name) <= 2**31 - 1, f"{name} must be <= {2**31 - 1}")
               for name in ("images_per_class", "max_iterations", "batch_images", "verify_extra_iterations",
-                           "patch_iterations", "screen_iterations", "screen_sources", "screen_candidates",
-                           "screen_null_targets", "sample_sources", "refresh_every")),
+                           "patch_iterations", "patch_shift", "screen_iterations", "screen_sources",
+                           "screen_candidates", "screen_null_targets", "sample_sources", "refresh_every")),
             # a step of length h is bisected until its bracket is below the resolution (or delta): below
             # float64's 2**-52 * h the bracket stops shrinking and the bisection would never end
             (self.delta >= 1e-9, "delta must be >= 1e-9 (pixel units; float32 pixels do not move by less)"),

@@ -50,25 +50,28 @@ def shortfalls(estimates: Sequence[PatternEstimate], verified_fractions: Sequenc
 
 
 def require_evidence(estimates: Sequence[PatternEstimate], verified_fractions: Sequence[float], pi: float,
-                     suspect: int, detected: bool, flags_on: Callable[[list[int]], int | None]) -> list[str]:
+                     suspect: int, detected: bool, flags_on: Callable[[list[int]], int | None],
+                     norm: str = "||v_t||", iterations_option: str = "--max-iterations") -> list[str]:
     """Raise InconclusiveError unless the estimates support the verdict (module docstring); else
     return warnings for the shortfalls that the verdict could do without.
 
     ``suspect`` is the index of the most suspicious estimate (largest r_t), ``detected`` the
     test's outcome on all estimates; ``flags_on(indices)`` runs the test on those estimates alone
-    and returns the index it flags, or None."""
+    and returns the index it flags, or None. ``norm`` and ``iterations_option`` name the statistic's
+    norm and the option that bounds the estimation in the messages (patch methods: ||m_t||_1 and
+    --patch-iterations)."""
     missing = shortfalls(estimates, verified_fractions, pi)
     if not missing:
         return []
     by_index = dict(missing)
     listed = "; ".join(f"{s.name} {s.reason}" for _, s in missing[:3])
     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-    remedy = ("raise --max-iterations, or run 'lred inspect' if onnxruntime disagrees with the converted "
+    remedy = (f"raise {iterations_option}, or run 'lred inspect' if onnxruntime disagrees with the converted "
               "module")
     if suspect in by_index:
         raise InconclusiveError(
             f"inconclusive: the most suspicious estimate ({by_index[suspect].name}) {by_index[suspect].reason}, "
-            f"so its ||v_t|| is not the converged minimum the test of Sec. 3.2 reads; {remedy}")
+            f"so its {norm} is not the converged minimum the test of Sec. 3.2 reads; {remedy}")
     if not detected:
         raise InconclusiveError(
             f"inconclusive: {len(missing)} of {len(estimates)} estimations did not reach a confirmed Q_t >= pi "

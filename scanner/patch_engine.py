@@ -89,7 +89,8 @@ class PatchEngine:
     def __init__(self, classifier: DifferentiableClassifier, pixels: torch.Tensor, labels: torch.Tensor,
                  num_classes: int, jobs: Sequence[Job], image_shape: tuple[int, int, int],
                  to_layout: Callable[[torch.Tensor], torch.Tensor], *, pi: float, max_iterations: int,
-                 batch_images: int, seed: int = 0, confirm: PatchConfirm | None = None):
+                 batch_images: int, seed: int = 0, confirm: PatchConfirm | None = None, shift: int = 0,
+                 from_layout: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.classifier, self.jobs, self.pi = classifier, list(jobs), pi
         self.max_iterations, self.confirm, self.to_layout = max_iterations, confirm, to_layout
         device = self.device = classifier.device
@@ -128,6 +129,13 @@ class PatchEngine:
         self.reached = [False] * n                             # torch saw Q_t >= pi at some point
         self.rejections = [0] * n
         self.iterations = [0] * n
+        # --patch-shift: the clean images as (M, H, W, C), shifted anew for every row of every pass
+        self.shift = shift
+        if shift > 0:
+            if from_layout is None:
+                raise ValueError("a shift needs from_layout, the inverse of to_layout")
+            self.x_hwc = from_layout(self.x)
+            self.shift_generator = torch.Generator().manual_seed(seed + 1)
         self.results: dict[int, PatchEstimate] = {}
         self.image_passes = 0                                  # image rows through forward+backward
 
@@ -138,6 +146,18 @@ class PatchEngine:
     def expand(self, mask: torch.Tensor) -> torch.Tensor:
         """(k, H, W) masks -> (k, *pixel_shape): the same m on every channel."""
         return self.to_layout(mask[..., None].expand(mask.shape + (self.image_shape[2],)))
+
+    def shifted(self, rows: torch.Tensor) -> torch.Tensor:
+        """The clean images ``rows``, each moved by its own random (dy, dx) in -shift..shift along
+        the image axes, zero filled where it left the frame; model layout."""
+        k, p = rows.numel(), self.shift
+        h, w = self.image_shape[0], self.image_shape[1]
+        moves = torch.randint(-p, p + 1, (2, k), generator=self.shift_generator).to(self.device)
+        padded = torch.nn.functional.pad(self.x_hwc[rows], (0, 0, p, p, p, p))     # (k, H + 2p, W + 2p, C)
+        iy = torch.arange(h, device=self.device)[None, :] + p - moves[0][:, None]    # row of output pixel (y, x)
+        ix = torch.arange(w, device=self.device)[None, :] + p - moves[1][:, None]
+        which = torch.arange(k, device=self.device)[:, None, None]
+        return self.to_layout(padded[which, iy[:, :, None], ix[:, None, :]])
 
     def run(self, progress: Progress | None = None) -> list[PatchEstimate]:
         """Iterate until every job is finished; one PatchEstimate per job, in job order."""
@@ -162,7 +182,8 @@ class PatchEngine:
             with torch.enable_grad():
                 mask, pattern = self.masks(rows_job)
                 m = self.expand(mask)
-                scores = self.classifier.scores((1 - m) * self.x[rows_image] + m * pattern)      # eq. (13)
+                clean = self.x[rows_image] if self.shift == 0 else self.shifted(rows_image)
+                scores = self.classifier.scores((1 - m) * clean + m * pattern)                  # eq. (13)
                 target = self.targets[rows_job]
                 log_p = self.classifier.log_posterior(scores).gather(1, target[:, None])[:, 0]
                 labels = self.y[rows_image]

@@ -27,6 +27,7 @@ from .class_names import check_class_names
 from .config import ScanConfig
 from .deadline import Deadline
 from .detection import DetectionResult
+from .errors import ConfigError
 from .estimation import PatternEstimate
 from .evidence import require_evidence
 from .methods import Method, method_named
@@ -65,6 +66,14 @@ def to_layout(prepared: PreparedScan) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda t: t.reshape((t.shape[0],) + tuple(transform.pixel_shape))
 
 
+def from_layout(prepared: PreparedScan) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(n, *pixel_shape) -> (n, H, W, C), the inverse of ``to_layout``."""
+    transform = prepared.transform
+    if transform.layout == "nchw":
+        return lambda t: t.permute(0, 2, 3, 1)
+    return lambda t: t.reshape((t.shape[0],) + tuple(transform.image_shape))
+
+
 def scan_patch(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig,
                on_progress: ProgressCallback | None, class_names: tuple[str, ...] = ()) -> ScanOutcome:
     """A patch method's scan, or ``--trigger both`` (module docstring)."""
@@ -74,10 +83,10 @@ def scan_patch(model_path: str | os.PathLike, data_path: str | os.PathLike, conf
     check_class_names(class_names, prepared.num_classes)
     if config.trigger != "both":
         return estimate_patches(prepared, config, on_progress, deadline, started, started_at, class_names)
-    half = dataclasses.replace(config, alpha=config.alpha / 2, trigger="additive")
+    half = dataclasses.replace(config, alpha=config.alpha / 2, trigger="additive", patch_shift=0)
     additive = _scan(model_path, data_path, half, on_progress, class_names, prepared=prepared, deadline=deadline)
-    patch = estimate_patches(prepared, dataclasses.replace(half, method="lred-patch"), on_progress, deadline,
-                             time.perf_counter(), started_at, class_names)
+    patch = estimate_patches(prepared, dataclasses.replace(half, method="lred-patch", patch_shift=config.patch_shift),
+                             on_progress, deadline, time.perf_counter(), started_at, class_names)
     return combine(additive, patch, config, time.perf_counter() - started)
 
 
@@ -98,10 +107,14 @@ def estimate_patches(prepared: PreparedScan, config: ScanConfig, on_progress: Pr
         deadline.check(f"estimating masks ({finished}/{total} done after {iteration} iterations)")
         say("estimate", f"iteration {iteration}: {finished}/{total} estimations done")
 
+    height, width, _ = prepared.transform.image_shape
+    if config.patch_shift >= min(height, width):
+        raise ConfigError(f"--patch-shift {config.patch_shift} is not below the image size {height}x{width}")
     engine = PatchEngine(classifier, torch.as_tensor(x), torch.as_tensor(y), K, jobs,
                          prepared.transform.image_shape, to_layout(prepared), pi=config.pi,
                          max_iterations=config.patch_iterations, batch_images=config.batch_images,
-                         seed=config.seed, confirm=check.confirm_patches)
+                         seed=config.seed, confirm=check.confirm_patches, shift=config.patch_shift,
+                         from_layout=from_layout(prepared))
     estimates: list[PatternEstimate] = list(engine.run(progress))
     lap("estimate")
     say("verify", "re-computing misclassification fractions with onnxruntime")
@@ -117,7 +130,7 @@ def estimate_patches(prepared: PreparedScan, config: ScanConfig, on_progress: Pr
         return kept[alone.inferred_target] if alone.detected else None
 
     notes = require_evidence(estimates, [v.fraction for v in verified], config.pi, result.inferred_target,
-                             result.detected, flags_on)
+                             result.detected, flags_on, norm="||m_t||_1", iterations_option="--patch-iterations")
     lap("test")
     timing["total_seconds"] = round(time.perf_counter() - started, 4)
     report = build_report(prepared, config, method, estimates, verified, result, [], timing, at_patterns,

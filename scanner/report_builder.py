@@ -173,7 +173,11 @@ def _patch_note(config: ScanConfig) -> tuple[str, ...]:
             "minority of the patch attacks, and natural class pairs needed masks as small as planted "
             "triggers, so no threshold on the mask norms kept every clean model clean while finding most "
             "attacks (docs/patch_zoo.md); a clean verdict does not rule out a patch trigger, and a backdoor "
-            "verdict may name a natural class pair",)
+            "verdict may name a natural class pair",) + ((
+        f"patch shift: every clean image entered the mask estimation shifted by a random -{config.patch_shift}.."
+        f"{config.patch_shift} pixels along each image axis at each iteration (onnxruntime confirmed each mask on "
+        "the unshifted images): an experimental departure from App. A.3 and Neural Cleanse (docs/patch_zoo.md)",)
+        if config.patch_shift > 0 else ())
 
 
 def disagreement(result: detection.DetectionResult, suspect: PatternEstimate) -> str | None:

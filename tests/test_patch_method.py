@@ -14,7 +14,7 @@ from scanner.config import ScanConfig
 from scanner.errors import ConfigError, InconclusiveError
 from scanner.jobs import Job
 from scanner.patch_engine import PatchEngine, patched
-from scanner.patch_scan import PatchCheck, to_layout
+from scanner.patch_scan import PatchCheck, from_layout, to_layout
 from scanner.pipeline import scan
 from scanner.prepare import prepare
 from tests import patch_synthetic
@@ -155,3 +155,53 @@ def test_the_html_report_of_a_patch_scan_shows_every_mask_and_masked_pattern(two
     for encoded, _ in masks + masked:
         assert Image.open(io.BytesIO(base64.b64decode(encoded))).size[0] >= 16
     assert re.search(r'class="suspect">\s*<img src="[^"]+" alt="mask of class 2 \(c\)"', text)
+
+
+def test_patch_shift_needs_a_patch_estimation_and_a_non_negative_size():
+    with pytest.raises(ConfigError, match="patch_shift must be >= 0"):
+        ScanConfig(method="lred-patch", patch_shift=-1)
+    with pytest.raises(ConfigError, match="needs a patch method"):
+        ScanConfig(method="lred", patch_shift=2)
+    assert ScanConfig(method="lred", trigger="both", patch_shift=2).patch_shift == 2
+    assert ScanConfig(method="nc", patch_shift=2).as_dict()["patch_shift"] == 2
+
+
+def test_each_row_is_moved_by_its_own_shift_and_zero_filled(two_sources):
+    model, data = two_sources
+    prepared = prepare(model, data, ScanConfig(method="lred-patch", images_per_class=4, device="cpu"))
+    x = torch.as_tensor(prepared.x)
+    engine = PatchEngine(prepared.classifier, x, torch.as_tensor(prepared.y), 6, [Job(2, (0, 1, 3, 4, 5))],
+                         prepared.transform.image_shape, to_layout(prepared), pi=0.9, max_iterations=1,
+                         batch_images=2048, seed=5, shift=2, from_layout=from_layout(prepared))
+    rows = torch.arange(x.shape[0])
+    moves = torch.randint(-2, 3, (2, rows.numel()), generator=torch.Generator().manual_seed(6))
+    out = engine.shifted(rows)
+    assert out.shape == x.shape and bool((moves != 0).any())
+    h, w, _ = prepared.transform.image_shape
+    hwc, moved = from_layout(prepared)(x), from_layout(prepared)(out)
+    for i in range(rows.numel()):
+        dy, dx = int(moves[0, i]), int(moves[1, i])
+        expected = torch.zeros_like(hwc[i])
+        expected[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            hwc[i, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        assert torch.equal(moved[i], expected)
+
+
+def test_a_patch_shift_scan_reports_the_departure_and_a_shift_as_large_as_the_image_exits_2(two_sources, tmp_path):
+    model, data = two_sources
+    base = ["scan", str(model), "--data", str(data), "-n", "4", "--trigger", "patch", "--quiet"]
+    result = CliRunner().invoke(main, [*base, "--patch-shift", "1", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["config"]["patch_shift"] == 1
+    assert [w for w in report["warnings"] if w.startswith("patch shift: every clean image")]
+    result = CliRunner().invoke(main, [*base, "--patch-shift", "16"])
+    assert result.exit_code == 2 and "--patch-shift 16 is not below the image size 16x16" in result.output
+
+
+def test_an_unfinished_mask_estimation_names_the_patch_iteration_bound(two_sources):
+    model, data = two_sources
+    result = CliRunner().invoke(main, ["scan", str(model), "--data", str(data), "-n", "4", "--trigger", "patch",
+                                       "--quiet", "--patch-iterations", "3"])
+    assert result.exit_code == 2, result.output
+    assert "raise --patch-iterations" in result.output and "--max-iterations" not in result.output
