@@ -7,7 +7,7 @@ then a table per attack group and one per model:
 
     python benchmarks/patch_benchmark.py --zoo /work/patch_zoo [/work/zoo] --methods lred lred-patch nc lred:both
                                          [-n 8] [--seeds 0 1 2] [--subset PATTERN ...] [--results DIR]
-                                         [--json FILE] [--threads 1] [--timeout S]
+                                         [--json FILE] [--threads 1] [--timeout S] [--set KEY=VALUE ...]
 
 Methods: a name of the method registry (scanner/methods.py) runs ``ScanConfig(method=NAME)``;
 ``NAME:TRIGGER`` also sets ``ScanConfig(trigger=TRIGGER)`` (e.g. ``lred:both``, the
@@ -66,14 +66,28 @@ DEFAULT_RESULTS = Path.home() / ".cache" / "lred" / "patch_benchmark"
 
 # ------------------------------------------------------------------------------- methods
 
-def resolve_method(label: str, images_per_class: int, timeout: float | None) -> Callable[[int], ScanConfig] | str:
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as ScanConfig fields, each VALUE read as its field's type."""
+    fields = {f.name: f for f in dataclasses.fields(ScanConfig)}
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY a ScanConfig field")
+        kind = type(getattr(ScanConfig(), key))
+        settings[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return settings
+
+
+def resolve_method(label: str, images_per_class: int, timeout: float | None,
+                   settings: dict[str, Any] | None = None) -> Callable[[int], ScanConfig] | str:
     """A factory seed -> ScanConfig for a method label, or the reason it is skipped (a string)."""
     name, _, trigger = label.partition(":")
     if name == "both" and not trigger:
         name, trigger = ScanConfig.method, "both"
     if name not in METHODS:
         return f"method {name!r} is not in the registry (scanner/methods.py has {', '.join(METHODS)})"
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(settings or {})
     if trigger:
         if "trigger" not in {f.name for f in dataclasses.fields(ScanConfig)}:
             return f"ScanConfig has no 'trigger' field here, so {label!r} cannot run"
@@ -301,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every trial and the summary here")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the CPU is shared)")
     parser.add_argument("--timeout", type=float, help="seconds per scan (ScanConfig.timeout)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a ScanConfig field for every method (e.g. patch_shift=4); repeatable")
     args = parser.parse_args(argv)
 
     import torch
@@ -309,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     factories: dict[str, Callable[[int], ScanConfig]] = {}
     skipped: dict[str, str] = {}
     for label in args.methods:
-        resolved = resolve_method(label, args.images_per_class, args.timeout)
+        resolved = resolve_method(label, args.images_per_class, args.timeout, parse_settings(args.settings))
         if isinstance(resolved, str):
             skipped[label] = resolved
             print(f"skipping {label}: {resolved}", file=sys.stderr, flush=True)
@@ -349,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "settings": {"zoos": [str(z) for z in args.zoo], "methods": args.methods, "seeds": args.seeds,
                          "images_per_class": args.images_per_class, "threads": args.threads,
-                         "subset": args.subset},
+                         "subset": args.subset, "settings": args.settings},
             "skipped": skipped, "not_counted": not_taken, "summary": summary, "by_group": by_group,
             "separation": separated,
             "trials": trials}, indent=1) + "\n")

@@ -22,10 +22,6 @@ Variants:
   (same images: the spread of the norms that the optimisation alone causes).
 - ``margin``: per class, the N correctly classified images of largest clean score margin (top
   score minus the next) instead of N drawn at random.
-- ``shift:P``: every iteration, each clean image enters the patch engine's loop shifted by a
-  random whole number of pixels in -P..P along each image axis (zero filled; NCHW layouts), so
-  the mask must flip the images wherever their content sits (onnxruntime still confirms on the
-  unshifted images).
 - ``start:R:S``: the additive engine (--method lred) starts every pattern at a random direction of
   L2 norm R (seed S) instead of v = 0.
 """
@@ -93,28 +89,6 @@ def apply_variant(variant: str) -> None:
                 picked.extend(sorted(correct[np.argsort(-margin[correct], kind="stable")][:n].tolist()))
             return Selection(np.asarray(picked, dtype=np.int64), drawn.per_class, drawn.correct_available)
         prepare.detect_score_kind, prepare.select_images = kind, by_margin   # type: ignore[assignment]
-    elif name == "shift":
-        import scanner.patch_engine as pe
-        limit = int(args[0])
-        passes = pe.PatchEngine._passes
-
-        def shifted_passes(self: Any, active: list[int]) -> torch.Tensor:
-            if not hasattr(self, "shifted"):                       # (shifts, M, ...) zero-filled copies
-                x, copies = self.x, []
-                h, w = x.shape[-2], x.shape[-1]
-                padded = torch.nn.functional.pad(x, (limit, limit, limit, limit))
-                for dy in range(-limit, limit + 1):
-                    for dx in range(-limit, limit + 1):
-                        copies.append(padded[..., limit + dy:limit + dy + h, limit + dx:limit + dx + w])
-                self.unshifted, self.shifted = x, torch.stack(copies)
-                self.shift_generator = torch.Generator().manual_seed(7)
-            pick = torch.randint(0, self.shifted.shape[0], (self.unshifted.shape[0],), generator=self.shift_generator)
-            self.x = self.shifted[pick.to(self.unshifted.device), torch.arange(self.unshifted.shape[0])]
-            try:
-                return passes(self, active)
-            finally:
-                self.x = self.unshifted
-        pe.PatchEngine._passes = shifted_passes                     # type: ignore[method-assign]
     elif name == "start":
         import scanner.engine as engine
         radius, seed = float(args[0]), int(args[1])

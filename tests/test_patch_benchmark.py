@@ -126,3 +126,13 @@ def test_a_cached_trial_without_the_norms_is_run_again(bench: ModuleType, tmp_pa
         bench.run_trial(model, "lred", config, tmp_path / "results")
     (tmp_path / "results" / f"{key}.json").write_text(json.dumps({"verdict": "clean", "pattern_norms": [1.0]}))
     assert bench.run_trial(model, "lred", config, tmp_path / "results")["pattern_norms"] == [1.0]
+
+
+def test_settings_are_read_as_their_config_fields_types_and_reach_every_method(bench: ModuleType) -> None:
+    settings = bench.parse_settings(["patch_shift=4", "pi=0.8", "cuda_graphs=false"])
+    assert settings == {"patch_shift": 4, "pi": 0.8, "cuda_graphs": False}
+    config = bench.resolve_method("lred-patch", 8, None, {"patch_shift": 4})(1)
+    assert (config.method, config.patch_shift, config.seed) == ("lred-patch", 4, 1)
+    assert isinstance(bench.resolve_method("lred", 8, None, {"patch_shift": 4}), str)   # refused by the config
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        bench.parse_settings(["no_such_field=1"])
