@@ -324,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     factories: dict[str, Callable[[int], ScanConfig]] = {}
     skipped: dict[str, str] = {}
+    settings = parse_settings(args.settings)
     for label in args.methods:
-        resolved = resolve_method(label, args.images_per_class, args.timeout, parse_settings(args.settings))
+        resolved = resolve_method(label, args.images_per_class, args.timeout, settings)
         if isinstance(resolved, str):
             skipped[label] = resolved
             print(f"skipping {label}: {resolved}", file=sys.stderr, flush=True)

@@ -90,7 +90,7 @@ class PatchEngine:
                  num_classes: int, jobs: Sequence[Job], image_shape: tuple[int, int, int],
                  to_layout: Callable[[torch.Tensor], torch.Tensor], *, pi: float, max_iterations: int,
                  batch_images: int, seed: int = 0, confirm: PatchConfirm | None = None, shift: int = 0,
-                 from_layout: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 images_hwc: torch.Tensor | None = None):
         self.classifier, self.jobs, self.pi = classifier, list(jobs), pi
         self.max_iterations, self.confirm, self.to_layout = max_iterations, confirm, to_layout
         device = self.device = classifier.device
@@ -129,12 +129,13 @@ class PatchEngine:
         self.reached = [False] * n                             # torch saw Q_t >= pi at some point
         self.rejections = [0] * n
         self.iterations = [0] * n
-        # --patch-shift: the clean images as (M, H, W, C), shifted anew for every row of every pass
+        # --patch-shift: ``images_hwc``, the same clean images as (M, H, W, C), shifted anew for every
+        # row of every pass
         self.shift = shift
         if shift > 0:
-            if from_layout is None:
-                raise ValueError("a shift needs from_layout, the inverse of to_layout")
-            self.x_hwc = from_layout(self.x)
+            if images_hwc is None:
+                raise ValueError("a shift needs the clean images as (M, H, W, C) (images_hwc)")
+            self.x_hwc = images_hwc.to(device)
             self.shift_generator = torch.Generator().manual_seed(seed + 1)
         self.results: dict[int, PatchEstimate] = {}
         self.image_passes = 0                                  # image rows through forward+backward

@@ -66,14 +66,6 @@ def to_layout(prepared: PreparedScan) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda t: t.reshape((t.shape[0],) + tuple(transform.pixel_shape))
 
 
-def from_layout(prepared: PreparedScan) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(n, *pixel_shape) -> (n, H, W, C), the inverse of ``to_layout``."""
-    transform = prepared.transform
-    if transform.layout == "nchw":
-        return lambda t: t.permute(0, 2, 3, 1)
-    return lambda t: t.reshape((t.shape[0],) + tuple(transform.image_shape))
-
-
 def scan_patch(model_path: str | os.PathLike, data_path: str | os.PathLike, config: ScanConfig,
                on_progress: ProgressCallback | None, class_names: tuple[str, ...] = ()) -> ScanOutcome:
     """A patch method's scan, or ``--trigger both`` (module docstring)."""
@@ -114,7 +106,7 @@ def estimate_patches(prepared: PreparedScan, config: ScanConfig, on_progress: Pr
                          prepared.transform.image_shape, to_layout(prepared), pi=config.pi,
                          max_iterations=config.patch_iterations, batch_images=config.batch_images,
                          seed=config.seed, confirm=check.confirm_patches, shift=config.patch_shift,
-                         from_layout=from_layout(prepared))
+                         images_hwc=torch.as_tensor(prepared.transform.from_pixels(x)) if config.patch_shift else None)
     estimates: list[PatternEstimate] = list(engine.run(progress))
     lap("estimate")
     say("verify", "re-computing misclassification fractions with onnxruntime")

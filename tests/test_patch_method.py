@@ -14,7 +14,7 @@ from scanner.config import ScanConfig
 from scanner.errors import ConfigError, InconclusiveError
 from scanner.jobs import Job
 from scanner.patch_engine import PatchEngine, patched
-from scanner.patch_scan import PatchCheck, from_layout, to_layout
+from scanner.patch_scan import PatchCheck, to_layout
 from scanner.pipeline import scan
 from scanner.prepare import prepare
 from tests import patch_synthetic
@@ -172,13 +172,15 @@ def test_each_row_is_moved_by_its_own_shift_and_zero_filled(two_sources):
     x = torch.as_tensor(prepared.x)
     engine = PatchEngine(prepared.classifier, x, torch.as_tensor(prepared.y), 6, [Job(2, (0, 1, 3, 4, 5))],
                          prepared.transform.image_shape, to_layout(prepared), pi=0.9, max_iterations=1,
-                         batch_images=2048, seed=5, shift=2, from_layout=from_layout(prepared))
+                         batch_images=2048, seed=5, shift=2,
+                         images_hwc=torch.as_tensor(prepared.transform.from_pixels(prepared.x)))
     rows = torch.arange(x.shape[0])
     moves = torch.randint(-2, 3, (2, rows.numel()), generator=torch.Generator().manual_seed(6))
     out = engine.shifted(rows)
     assert out.shape == x.shape and bool((moves != 0).any())
     h, w, _ = prepared.transform.image_shape
-    hwc, moved = from_layout(prepared)(x), from_layout(prepared)(out)
+    hwc = torch.as_tensor(prepared.transform.from_pixels(prepared.x))
+    moved = torch.as_tensor(prepared.transform.from_pixels(out.numpy()))
     for i in range(rows.numel()):
         dy, dx = int(moves[0, i]), int(moves[1, i])
         expected = torch.zeros_like(hwc[i])
