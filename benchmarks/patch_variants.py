@@ -8,9 +8,10 @@ natural class pairs of clean models; docs/patch_zoo.md "Variants tried").
     python benchmarks/patch_variants.py best --zoo DIR [DIR ...] --out DIR --folders NAME [NAME ...]
 
 Each variant changes the scanner inside this process only (the scanner has no option for any of
-them); ``run`` keeps one JSON per trial (verdict, target, log10 p, the K norms, w and q per class)
-in OUT/METHOD-VARIANT/, and ``table`` prints, per variant folder, the detections and clean trials
-flagged by the scanner's own test and the separation table of patch_benchmark.py. ``best`` keeps,
+them); ``run`` keeps one JSON per trial in OUT/METHOD-VARIANT/ (patch_benchmark.run_trial's
+record: verdict, target, sources, log10 p, the K norms), and ``table`` prints, per variant
+folder, the detections and clean trials flagged by the scanner's own test and the separation
+table of patch_benchmark.py. ``best`` keeps,
 per model and class, the smallest norm over the given variant folders (what a multi-start that
 keeps the smallest verified pattern per class would report) and runs the test of Sec. 3.2 on it.
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # the repository root, for scanner
 sys.path.insert(0, str(Path(__file__).resolve().parent))        # patch_benchmark
-from patch_benchmark import SEPARATION_STATISTICS, separation, zoo_models  # noqa: E402
+from patch_benchmark import SEPARATION_STATISTICS, run_trial, separation, zoo_models  # noqa: E402
 
 from scanner.config import ScanConfig  # noqa: E402
-from scanner.errors import LredError  # noqa: E402
 
 
 def apply_variant(variant: str) -> None:
@@ -109,35 +108,14 @@ def run(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     apply_variant(args.variant)
-    from scanner.pipeline import scan
-
     models, _ = zoo_models(args.zoo, args.subset)
     out = args.out / f"{args.method}-{args.variant.replace(':', '_')}"
-    out.mkdir(parents=True, exist_ok=True)
     for m in models:
-        truth = m["ground_truth"]
-        for seed in (args.seeds if truth is None else args.seeds[:1]):
-            path = out / f"{m['zoo']}-{m['name']}-s{seed}.json"
-            if path.exists():
-                continue
+        for seed in (args.seeds if m["ground_truth"] is None else args.seeds[:1]):
             config = ScanConfig(method=args.method, images_per_class=args.images_per_class, seed=seed, device="cpu")
-            started = time.perf_counter()
-            folder = Path(m["folder"])
-            record: dict[str, Any] = {"zoo": m["zoo"], "model": m["name"], "seed": seed, "variant": args.variant}
-            try:
-                report = scan(folder / m["model"], folder / m["clean_images"], config).report
-            except LredError as exc:
-                record.update(verdict="error", error=str(exc))
-            else:
-                record.update(verdict=report.verdict, target_class=report.target_class,
-                              log10_p_value=report.log10_p_value,
-                              pattern_norms=[c.pattern_norm for c in report.classes],
-                              source_weights=[list(c.source_weights) for c in report.classes],
-                              misclassification=[list(c.misclassification) for c in report.classes])
-            record["seconds"] = round(time.perf_counter() - started, 1)
-            path.write_text(json.dumps(record) + "\n")
-            print(f"{m['name']} seed {seed}: {record['verdict']} t={record.get('target_class')} "
-                  f"log10 p {record.get('log10_p_value')} {record['seconds']} s", file=sys.stderr, flush=True)
+            trial = run_trial(m, args.method, config, out)       # patch_benchmark's trial, cached in OUT
+            print(f"{m['name']} seed {seed}: {trial['verdict']} t={trial['target_class']} "
+                  f"log10 p {trial['log10_p_value']} {trial['seconds']} s", file=sys.stderr, flush=True)
 
 
 def table(args: argparse.Namespace) -> None:
